@@ -1,0 +1,13 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Build the Django app before importing anything that touches models (routing, consumers).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from core.events import remember_server_loop  # noqa: E402
+
+application = remember_server_loop(ProtocolTypeRouter({"http": django_asgi_app}))

@@ -1,0 +1,285 @@
+"""Settings for the PromSNMP Cloud Manager, all read from the environment.
+
+Two ways to run share this one file (see docs/decisions.md):
+- embedded default: no DATABASE_URL / REDIS_URL → SQLite under var/, in-memory channel layer,
+  eager Celery with beat embedded in the server process, secrets generated once under var/;
+- production: PostgreSQL DATABASE_URL and REDIS_URL → Redis channel layer and broker, separate
+  worker and beat processes, every secret must be given.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from base64 import urlsafe_b64encode
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED = not REDIS_URL
+PRODUCTION = DATABASE_URL.startswith(("postgres://", "postgresql://")) and not DEBUG
+
+
+def _secret(name: str, generate) -> str:
+    """A secret from the environment; in the embedded default generated once and kept under var/."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Production (PostgreSQL DATABASE_URL, DEBUG off) needs every secret "
+            f"given in the environment; see README.md, 'Configuration'."
+        )
+    path = VAR_DIR / "secrets" / name.lower()
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generated = generate()
+    path.write_text(generated + "\n")
+    path.chmod(0o600)
+    return generated
+
+
+SECRET_KEY = _secret("SECRET_KEY", lambda: secrets.token_urlsafe(50))
+# Key ring for credentials at rest: "id:base64key,id:base64key"; the first encrypts, all decrypt.
+FIELD_ENCRYPTION_KEYS = _secret(
+    "FIELD_ENCRYPTION_KEYS",
+    lambda: f"k1:{urlsafe_b64encode(secrets.token_bytes(32)).decode()}",
+)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = env_int("PORT", 8000)
+WS_PORT = env_int("WS_PORT", PORT + 1)
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
+PUBLIC_WS_URL = os.environ.get("PUBLIC_WS_URL", "")
+
+# Timings (seconds). Instance liveness: healthy, degraded (missed one interval), offline (timeout).
+HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 30)
+HEARTBEAT_TIMEOUT_SECONDS = env_int("HEARTBEAT_TIMEOUT_SECONDS", 90)
+LEADER_CHECK_INTERVAL_SECONDS = env_int("LEADER_CHECK_INTERVAL_SECONDS", 15)
+if HEARTBEAT_TIMEOUT_SECONDS <= HEARTBEAT_INTERVAL_SECONDS:
+    raise ImproperlyConfigured("HEARTBEAT_TIMEOUT_SECONDS must be larger than HEARTBEAT_INTERVAL_SECONDS")
+if min(HEARTBEAT_INTERVAL_SECONDS, LEADER_CHECK_INTERVAL_SECONDS) < 1:
+    raise ImproperlyConfigured("HEARTBEAT_INTERVAL_SECONDS and LEADER_CHECK_INTERVAL_SECONDS must be >= 1")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "django_celery_beat",
+    "django_prometheus",
+    "core",
+    "sites",
+    "instances",
+    "fleet",
+]
+
+MIDDLEWARE = [
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+# Paths are the spec's, without a trailing slash; never redirect to add one.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL)
+    if _db["ENGINE"].endswith("postgresql"):
+        # Daphne must not keep persistent connections (one per thread, never closed): use the pool.
+        _db["CONN_MAX_AGE"] = 0
+        if env_bool("DB_POOL", True):
+            _db.setdefault("OPTIONS", {})["pool"] = {
+                "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+                "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+                "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10),
+            }
+    DATABASES = {"default": _db}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "manager.sqlite3",
+            # Two threads write (daphne's sync thread, the embedded beat thread): WAL, IMMEDIATE
+            # transactions and a busy timeout keep "database is locked" away.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Body size: 10 MB for ordinary requests (larger → 413 JSON, see core.middleware).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "core.authentication.BearerTokenAuthentication",
+        "core.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.ScopePermission"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PromSNMP Cloud Manager API",
+    "DESCRIPTION": "Fleet manager for PromSNMP instances: sites, instances, leader election.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "OAS_VERSION": "3.1.0",
+    "ENUM_NAME_OVERRIDES": {
+        "LivenessEnum": ["healthy", "degraded", "offline"],
+        "ReportedStatusEnum": "instances.models.ReportedStatus",
+    },
+}
+
+# Channels: Redis when REDIS_URL is set, otherwise one process with an in-memory layer.
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "promsnmp"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery: Redis broker in production; eager in-process in the embedded default.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = EMBEDDED
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The beat loop must wake at least as often as the fastest entry (leader check).
+CELERY_BEAT_MAX_LOOP_INTERVAL = min(5, LEADER_CHECK_INTERVAL_SECONDS)
+CELERY_TIMEZONE = "UTC"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").lower()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "core.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "celery": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"

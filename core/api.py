@@ -1,0 +1,83 @@
+"""Shared API pieces: base view, error schema, pagination parameters."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from core.errors import InvalidInput
+from core.permissions import principal_of
+
+
+def schema(name: str, fields: dict) -> type[serializers.Serializer]:
+    """A serializer class that documents a response body the selectors render as plain dicts."""
+    return type(name, (serializers.Serializer,), dict(fields))
+
+
+ErrorSerializer = schema(
+    "Error",
+    {
+        "error": serializers.CharField(help_text="Machine-readable code, e.g. validation_error, not_found."),
+        "detail": serializers.CharField(help_text="What went wrong, for people."),
+        "fields": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            help_text="Per-field messages, keyed by the field's path (location.latitude).",
+        ),
+    },
+)
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    descriptions = {
+        400: "Invalid input (malformed JSON, wrong types, failed validation).",
+        401: "Missing, invalid, revoked or expired token.",
+        403: "The token's scopes or site binding do not allow this.",
+        404: "No such resource.",
+        409: "Conflicts with the current state.",
+        413: "Request body too large.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=descriptions[code]) for code in codes}
+
+
+AUTH_ERRORS = (400, 401, 403, 413)
+
+LIMIT_PARAM = OpenApiParameter("limit", int, description="Page size (1-1000, default 100).")
+OFFSET_PARAM = OpenApiParameter("offset", int, description="Items to skip (default 0).")
+
+
+def page_params(query, default_limit: int = 100, max_limit: int = 1000) -> tuple[int, int]:
+    errors = {}
+    values = {}
+    for name, default, low, high in (("limit", default_limit, 1, max_limit), ("offset", 0, 0, 10**9)):
+        raw = query.get(name)
+        if raw is None or raw == "":
+            values[name] = default
+            continue
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            errors[name] = [f"Must be an integer from {low} to {high}."]
+            continue
+        if not low <= values[name] <= high:
+            errors[name] = [f"Must be an integer from {low} to {high}."]
+    if errors:
+        raise InvalidInput(errors)
+    return values["limit"], values["offset"]
+
+
+class ApiView(APIView):
+    """Base for every v1 endpoint: scopes per method (`allowed_scopes`), helpers for the caller."""
+
+    allowed_scopes: dict = {}
+
+    def actor(self):
+        return principal_of(self.request).actor
+
+    def principal(self):
+        return principal_of(self.request)
+
+    def validated(self, serializer_class, data=None, **kwargs) -> dict:
+        serializer = serializer_class(data=self.request.data if data is None else data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data

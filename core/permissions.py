@@ -1,0 +1,55 @@
+"""Scope checks. Each API view declares, per HTTP method, which scopes may call it."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, permissions
+
+from core.authentication import Principal
+from core.models import Scope
+
+READERS = frozenset({Scope.READ, Scope.WRITE, Scope.ADMIN})
+WRITERS = frozenset({Scope.WRITE, Scope.ADMIN})
+ADMINS = frozenset({Scope.ADMIN})
+INSTANCES = frozenset({Scope.INSTANCE, Scope.ADMIN})
+
+
+def principal_of(request) -> Principal:
+    principal = request.user
+    if not isinstance(principal, Principal):
+        raise exceptions.NotAuthenticated()
+    return principal
+
+
+class ScopePermission(permissions.BasePermission):
+    """`view.allowed_scopes = {"GET": READERS, "POST": WRITERS}`; admin may do everything."""
+
+    message = "This token's scopes do not allow this operation."
+
+    def has_permission(self, request, view) -> bool:
+        principal = request.user
+        if not isinstance(principal, Principal):
+            return False
+        method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
+        allowed = getattr(view, "allowed_scopes", {}).get(method)
+        if allowed is None:
+            return True  # no such method here: DRF answers 405
+        if principal.is_admin or principal.has_any(allowed):
+            return True
+        self.message = (
+            f"{method} here needs one of the scopes {sorted(str(s) for s in allowed)}; "
+            f"this token has {sorted(principal.scopes)}."
+        )
+        return False
+
+
+def require_site_access(request, site_id: str) -> None:
+    """403 when the caller's token is bound to another site."""
+    principal = principal_of(request)
+    if not principal.may_access_site(site_id):
+        raise exceptions.PermissionDenied(f"This token is bound to site {principal.site_id!r}.")
+
+
+def require_scopes(request, allowed: frozenset[str], what: str) -> None:
+    principal = principal_of(request)
+    if not (principal.is_admin or principal.has_any(allowed)):
+        raise exceptions.PermissionDenied(f"{what} needs one of the scopes {sorted(map(str, allowed))}.")

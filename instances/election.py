@@ -1,0 +1,242 @@
+"""Leader election: the only module that changes leadership.
+
+Rules (docs/decisions.md):
+- every change runs in one transaction that first locks the site row, and increments the site's
+  leaderTerm (a fencing token carried by register, heartbeat and leader events);
+- the database refuses a second leader (partial unique constraint `one_leader_per_site`);
+- the healthiest follower is the one with the most recent heartbeat, ties to the earliest registered;
+  an instance past HEARTBEAT_TIMEOUT_SECONDS is never chosen;
+- a site without a leader gets one as soon as a live instance registers or heartbeats, and at the
+  latest at the next health check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.audit import Actor, audit_record
+from core.errors import ConflictError, NotFoundError
+from core.events import instance_group, publish
+from core.liveness import alive_cutoff
+from instances.models import Instance
+from sites.models import Site
+from sites.services import site_get_locked
+
+logger = logging.getLogger("promsnmp.election")
+
+NO_PREVIOUS_LEADER = "no_previous_leader"
+PREVIOUS_LEADER_UNHEALTHY = "previous_leader_unhealthy"
+PREVIOUS_LEADER_DEREGISTERED = "previous_leader_deregistered"
+MANUAL_ASSIGNMENT = "manual_assignment"
+# leader_revoked reasons
+HEALTH_CHECK_FAILED = "health_check_failed"
+
+
+@dataclass(frozen=True)
+class LeaderChange:
+    site_id: str
+    leader_id: str | None
+    previous_leader_id: str | None
+    reason: str
+    term: int
+
+
+def _current_leader(site_id: str) -> Instance | None:
+    return Instance.objects.filter(site_id=site_id, is_leader=True).first()
+
+
+def _healthiest_follower(site_id: str, now: datetime, exclude: Iterable[str] = ()) -> Instance | None:
+    return (
+        Instance.objects.filter(site_id=site_id, is_leader=False, last_heartbeat__gte=alive_cutoff(now))
+        .exclude(pk__in=list(exclude))
+        .order_by("-last_heartbeat", "registered_at", "id")
+        .first()
+    )
+
+
+def _is_alive(instance: Instance, now: datetime) -> bool:
+    return instance.last_heartbeat is not None and instance.last_heartbeat >= alive_cutoff(now)
+
+
+def _change_leader(
+    *,
+    site: Site,
+    new: Instance | None,
+    previous: Instance | None,
+    reason: str,
+    actor: Actor,
+    notify_previous: str | None = None,
+) -> LeaderChange:
+    """Move leadership; the caller holds the site lock inside a transaction."""
+    now = timezone.now()
+    if previous is not None:
+        Instance.objects.filter(pk=previous.pk).update(is_leader=False, leader_since=None)
+    if new is not None:
+        Instance.objects.filter(pk=new.pk).update(is_leader=True, leader_since=now)
+    site.leader_term += 1
+    Site.objects.filter(pk=site.pk).update(leader_term=site.leader_term)
+
+    change = LeaderChange(
+        site_id=site.pk,
+        leader_id=new.pk if new else None,
+        previous_leader_id=previous.pk if previous else None,
+        reason=reason,
+        term=site.leader_term,
+    )
+    audit_record(
+        actor=actor,
+        action="leader_assigned" if new else "leader_revoked",
+        entity_type="instance",
+        entity_id=change.leader_id or change.previous_leader_id or "",
+        site_id=site.pk,
+        instance_id=change.leader_id or change.previous_leader_id or "",
+        details={
+            "leader": change.leader_id,
+            "previousLeader": change.previous_leader_id,
+            "reason": reason,
+            "leaderTerm": change.term,
+        },
+    )
+    if new is not None:
+        publish(
+            group=instance_group(new.pk),
+            event_type="leader_assigned",
+            site_id=site.pk,
+            payload={
+                "instanceId": new.pk,
+                "previousLeader": change.previous_leader_id,
+                "reason": reason,
+                "leaderTerm": change.term,
+            },
+        )
+    if previous is not None and notify_previous:
+        publish(
+            group=instance_group(previous.pk),
+            event_type="leader_revoked",
+            site_id=site.pk,
+            payload={
+                "instanceId": previous.pk,
+                "newLeader": change.leader_id,
+                "reason": notify_previous,
+                "leaderTerm": change.term,
+            },
+        )
+    logger.info(
+        "leader of %s: %s → %s (%s, term %s)",
+        site.pk,
+        change.previous_leader_id,
+        change.leader_id,
+        reason,
+        change.term,
+        extra={"siteId": site.pk, "leaderTerm": change.term, "reason": reason},
+    )
+    return change
+
+
+def leader_ensure(*, site_id: str, candidate_id: str, actor: Actor) -> LeaderChange | None:
+    """Make the candidate leader if its site has none (on register and heartbeat)."""
+    if Instance.objects.filter(site_id=site_id, is_leader=True).exists():
+        return None  # the common case costs one indexed read and no lock
+    with transaction.atomic():
+        site = site_get_locked(site_id)
+        if _current_leader(site_id) is not None:
+            return None
+        candidate = Instance.objects.filter(pk=candidate_id, site_id=site_id).first()
+        if candidate is None or not _is_alive(candidate, timezone.now()):
+            return None
+        return _change_leader(site=site, new=candidate, previous=None, reason=NO_PREVIOUS_LEADER, actor=actor)
+
+
+def leader_step_down(*, site_id: str, instance_id: str, actor: Actor) -> LeaderChange | None:
+    """Before an instance deregisters: hand its leadership to the healthiest follower (or nobody)."""
+    with transaction.atomic():
+        site = site_get_locked(site_id)
+        leaving = Instance.objects.filter(pk=instance_id, site_id=site_id, is_leader=True).first()
+        if leaving is None:
+            return None
+        successor = _healthiest_follower(site_id, timezone.now(), exclude=[instance_id])
+        return _change_leader(
+            site=site, new=successor, previous=leaving, reason=PREVIOUS_LEADER_DEREGISTERED, actor=actor
+        )
+
+
+def _evaluate_site(site_id: str, actor: Actor) -> LeaderChange | None:
+    with transaction.atomic():
+        site = site_get_locked(site_id)
+        now = timezone.now()
+        leader = _current_leader(site_id)
+        if leader is not None and _is_alive(leader, now):
+            return None
+        successor = _healthiest_follower(site_id, now)
+        if leader is None:
+            if successor is None:
+                return None
+            return _change_leader(
+                site=site, new=successor, previous=None, reason=NO_PREVIOUS_LEADER, actor=actor
+            )
+        # The leader is past the heartbeat timeout: replace it, or leave the site without one.
+        return _change_leader(
+            site=site,
+            new=successor,
+            previous=leader,
+            reason=PREVIOUS_LEADER_UNHEALTHY,
+            actor=actor,
+            notify_previous=HEALTH_CHECK_FAILED,
+        )
+
+
+def leader_health_check(*, actor: Actor | None = None) -> list[LeaderChange]:
+    """Replace leaders past the heartbeat timeout; give leaderless sites with a live instance a leader."""
+    actor = actor or Actor.system("leader-health-check")
+    cutoff = alive_cutoff()
+    stale_leaders = Instance.objects.filter(is_leader=True).filter(
+        Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True)
+    )
+    leaderless = Site.objects.exclude(instances__is_leader=True).filter(instances__last_heartbeat__gte=cutoff)
+    site_ids = set(stale_leaders.values_list("site_id", flat=True)) | set(
+        leaderless.values_list("id", flat=True)
+    )
+    changes = []
+    for site_id in sorted(site_ids):
+        try:
+            change = _evaluate_site(site_id, actor)
+        except NotFoundError:
+            continue  # deleted meanwhile
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def leader_assign(*, site_id: str, actor: Actor, instance_id: str | None = None) -> LeaderChange:
+    """An operator's forced election: the named instance, or else the healthiest follower."""
+    with transaction.atomic():
+        site = site_get_locked(site_id)
+        now = timezone.now()
+        leader = _current_leader(site_id)
+        if instance_id:
+            new = Instance.objects.filter(pk=instance_id, site_id=site_id).first()
+            if new is None:
+                raise NotFoundError(f"No instance {instance_id!r} in site {site_id!r}.")
+            if not _is_alive(new, now):
+                raise ConflictError("instance_offline", f"Instance {instance_id!r} is offline.")
+            if new.is_leader:
+                raise ConflictError("already_leader", f"Instance {instance_id!r} is already the leader.")
+        else:
+            new = _healthiest_follower(site_id, now)
+            if new is None:
+                raise ConflictError("no_candidate", f"Site {site_id!r} has no live follower to elect.")
+        return _change_leader(
+            site=site,
+            new=new,
+            previous=leader,
+            reason=MANUAL_ASSIGNMENT,
+            actor=actor,
+            notify_previous=MANUAL_ASSIGNMENT,
+        )

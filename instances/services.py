@@ -1,0 +1,145 @@
+"""Instance lifecycle: register, heartbeat, deregister. Leadership itself is election.py's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor, audit_record
+from core.errors import NotFoundError
+from core.ids import new_id
+from instances import election
+from instances.models import Instance, ReportedStatus
+from sites.models import Site
+from sites.services import site_get_locked
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    instance: Instance
+    site: Site
+    config_changed: bool
+
+
+@dataclass(frozen=True)
+class DeregisterResult:
+    was_leader: bool
+    new_leader_id: str | None
+
+
+def instance_get(instance_id: str) -> Instance:
+    instance = Instance.objects.select_related("site").filter(pk=instance_id).first()
+    if instance is None:
+        raise NotFoundError(f"No instance {instance_id!r}.")
+    return instance
+
+
+@transaction.atomic
+def instance_register(
+    *,
+    actor: Actor,
+    site_id: str,
+    hostname: str,
+    version: str = "",
+    pod_name: str = "",
+    capabilities: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> tuple[Instance, Site]:
+    """Register (or re-register) an instance; it may become its site's leader.
+
+    The same (siteId, hostname, podName) reuses the existing instance. Registration counts as the
+    first heartbeat.
+    """
+    site = site_get_locked(site_id)  # serialises registrations of a site
+    now = timezone.now()
+    instance = Instance.objects.filter(site=site, hostname=hostname, pod_name=pod_name).first()
+    created = instance is None
+    if created:
+        instance = Instance(id=new_id("inst"), site=site, hostname=hostname, pod_name=pod_name)
+    instance.version = version
+    instance.capabilities = capabilities or []
+    instance.labels = labels or {}
+    instance.last_heartbeat = now
+    instance.reported_status = ReportedStatus.STARTING if created else instance.reported_status
+    instance.config_version_sent = site.config_version
+    instance.save()
+
+    audit_record(
+        actor=actor,
+        action="instance_registered" if created else "instance_reregistered",
+        entity_type="instance",
+        entity_id=instance.id,
+        site_id=site.id,
+        instance_id=instance.id,
+        details={"hostname": hostname, "podName": pod_name, "version": version},
+    )
+    election.leader_ensure(site_id=site.id, candidate_id=instance.id, actor=actor)
+    instance.refresh_from_db()
+    site.refresh_from_db()
+    return instance, site
+
+
+def instance_heartbeat(
+    *,
+    actor: Actor,
+    instance_id: str,
+    status: str,
+    uptime: int | None = None,
+    inventory_version: int | None = None,
+    config_version: int | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> HeartbeatResult:
+    now = timezone.now()
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None:
+            raise NotFoundError(f"No instance {instance_id!r}; register again.")
+        instance.last_heartbeat = now
+        instance.reported_status = status
+        if uptime is not None:
+            instance.uptime = uptime
+        if inventory_version is not None:
+            instance.inventory_version = inventory_version
+        if config_version is not None:
+            instance.config_version = config_version
+        if metrics is not None:
+            instance.metrics = metrics
+        instance.save(
+            update_fields=[
+                "last_heartbeat",
+                "reported_status",
+                "uptime",
+                "inventory_version",
+                "config_version",
+                "metrics",
+            ]
+        )
+    # A leaderless site gets this live instance as leader (no lock unless it is leaderless).
+    election.leader_ensure(site_id=instance.site_id, candidate_id=instance.id, actor=actor)
+    instance.refresh_from_db(fields=["is_leader"])
+    site = Site.objects.get(pk=instance.site_id)
+    known = instance.config_version if instance.config_version is not None else instance.config_version_sent
+    return HeartbeatResult(
+        instance=instance, site=site, config_changed=known is None or known < site.config_version
+    )
+
+
+@transaction.atomic
+def instance_deregister(*, actor: Actor, instance_id: str) -> DeregisterResult:
+    instance = instance_get(instance_id)
+    site_id = instance.site_id
+    change = election.leader_step_down(site_id=site_id, instance_id=instance_id, actor=actor)
+    Instance.objects.filter(pk=instance_id).delete()
+    audit_record(
+        actor=actor,
+        action="instance_deregistered",
+        entity_type="instance",
+        entity_id=instance_id,
+        site_id=site_id,
+        instance_id=instance_id,
+        details={"hostname": instance.hostname, "wasLeader": change is not None},
+    )
+    return DeregisterResult(was_leader=change is not None, new_leader_id=change.leader_id if change else None)
