@@ -224,6 +224,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "OAS_VERSION": "3.1.0",
+    "PREPROCESSING_HOOKS": ["core.schema.only_canonical_paths"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.camel_case_path_parameters",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "LivenessEnum": ["healthy", "degraded", "offline"],
         "ReportedStatusEnum": "instances.models.ReportedStatus",

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
@@ -9,23 +9,19 @@ from sites import api as sites_api
 
 def v1(route: str, view, name: str):
     """The spec's path without a trailing slash; the same path with one is served too (no redirect)."""
-    return re_path(rf"^api/v1/{route}/?$", view, name=name)
+    return [path(f"api/v1/{route}", view, name=name), path(f"api/v1/{route}/", view)]
 
 
 api_v1 = [
-    v1("sites", sites_api.SiteListView.as_view(), "sites"),
-    v1(r"sites/(?P<site_id>[^/]+)", sites_api.SiteDetailView.as_view(), "site-detail"),
-    v1(r"sites/(?P<site_id>[^/]+)/config", sites_api.SiteConfigView.as_view(), "site-config"),
-    v1("instances/register", instances_api.RegisterView.as_view(), "instance-register"),
-    v1(
-        r"instances/(?P<instance_id>[^/]+)/heartbeat",
-        instances_api.HeartbeatView.as_view(),
-        "instance-heartbeat",
-    ),
-    v1(r"instances/(?P<instance_id>[^/]+)", instances_api.InstanceDetailView.as_view(), "instance-detail"),
-    v1("audit-log", core_views.AuditLogView.as_view(), "audit-log"),
-    v1("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), "schema"),
-    v1(
+    *v1("sites", sites_api.SiteListView.as_view(), "sites"),
+    *v1("sites/<str:site_id>", sites_api.SiteDetailView.as_view(), "site-detail"),
+    *v1("sites/<str:site_id>/config", sites_api.SiteConfigView.as_view(), "site-config"),
+    *v1("instances/register", instances_api.RegisterView.as_view(), "instance-register"),
+    *v1("instances/<str:instance_id>/heartbeat", instances_api.HeartbeatView.as_view(), "instance-heartbeat"),
+    *v1("instances/<str:instance_id>", instances_api.InstanceDetailView.as_view(), "instance-detail"),
+    *v1("audit-log", core_views.AuditLogView.as_view(), "audit-log"),
+    *v1("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), "schema"),
+    *v1(
         "docs",
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         "docs",

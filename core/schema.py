@@ -1,6 +1,31 @@
-"""drf-spectacular extensions: describe our authenticators in the OpenAPI schema."""
+"""drf-spectacular extensions and hooks: our authenticators, the spec's path and parameter names."""
+
+import re
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def only_canonical_paths(endpoints, **kwargs):
+    """Each route is also served with a trailing slash; the schema lists the spec's form only."""
+    return [endpoint for endpoint in endpoints if not endpoint[0].endswith("/")]
+
+
+def camel_case_path_parameters(result, **kwargs):
+    """{site_id} → {siteId}, as the spec writes its paths."""
+    paths = {}
+    for template, operations in result["paths"].items():
+        paths[re.sub(r"{(\w+)}", lambda m: "{" + _camel(m[1]) + "}", template)] = operations
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path":
+                    parameter["name"] = _camel(parameter["name"])
+    result["paths"] = paths
+    return result
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

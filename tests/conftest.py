@@ -1,0 +1,91 @@
+"""Shared fixtures. The suite runs on PostgreSQL (and Redis where a test needs it): `make test`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from core.audit import Actor
+from core.services import token_create
+from instances.services import instance_register
+from sites.services import site_create
+from tests.check_services import problems
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def pytest_sessionstart(session):
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if not engine.endswith("postgresql"):
+        pytest.exit(
+            "The suite runs on PostgreSQL: run it with `make test` (or set DATABASE_URL to a "
+            "postgres:// URL).",
+            returncode=2,
+        )
+    db = settings.DATABASES["default"]
+    url = f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/x"
+    found = problems(url, TEST_REDIS_URL)
+    if found:
+        pytest.exit("\n".join(found), returncode=2)
+
+
+TEST_ACTOR = Actor(kind="command", name="tests")
+
+
+@pytest.fixture
+def make_token(db):
+    """make_token(["read"], site="chicago") → plaintext bearer token."""
+
+    def make(scopes: list[str], site: str | None = None, expires_days: int | None = None) -> str:
+        _, plaintext = token_create(
+            actor=TEST_ACTOR,
+            name=f"test {'+'.join(scopes)}",
+            scopes=scopes,
+            site_id=site,
+            expires_days=expires_days,
+        )
+        return plaintext
+
+    return make
+
+
+@pytest.fixture
+def client_for(make_token):
+    """client_for("admin") or client_for("instance", site="x") → an authenticated APIClient."""
+
+    def make(*scopes: str, site: str | None = None) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(list(scopes), site=site)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_api(client_for) -> APIClient:
+    return client_for("admin")
+
+
+@pytest.fixture
+def make_site(db):
+    def make(site_id: str = "chicago-pop-01", **values) -> str:
+        site_create(actor=TEST_ACTOR, site_id=site_id, values={"label": site_id.title(), **values})
+        return site_id
+
+    return make
+
+
+@pytest.fixture
+def register(db):
+    """register("site", "host-a") → instance id (through the service, as an instance would)."""
+
+    def make(site_id: str, hostname: str, pod_name: str = "") -> str:
+        instance, _ = instance_register(
+            actor=TEST_ACTOR, site_id=site_id, hostname=hostname, pod_name=pod_name
+        )
+        return instance.id
+
+    return make
