@@ -13,6 +13,7 @@ from core.services import token_create
 from instances.services import instance_register
 from sites.services import site_create
 from tests.check_services import problems
+from tests.e2e.servers import database_url
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -25,9 +26,7 @@ def pytest_sessionstart(session):
             "postgres:// URL).",
             returncode=2,
         )
-    db = settings.DATABASES["default"]
-    url = f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/x"
-    found = problems(url, TEST_REDIS_URL)
+    found = problems(database_url("postgres"), TEST_REDIS_URL)
     if found:
         pytest.exit("\n".join(found), returncode=2)
 

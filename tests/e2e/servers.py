@@ -24,10 +24,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_database_url() -> str:
-    """The database pytest-django created for this run, for processes outside pytest."""
+def database_url(name: str | None = None) -> str:
+    """A URL for the configured PostgreSQL server: by default the database pytest-django created."""
     db = settings.DATABASES["default"]
-    return f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    user, host, port = db.get("USER") or "postgres", db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{name or db['NAME']}"
 
 
 def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
@@ -50,7 +51,7 @@ def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd:
     port = free_port()
     process_env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url(),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PYTHONUNBUFFERED": "1",
