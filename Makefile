@@ -11,7 +11,7 @@ TEST_DB_NAME ?= promsnmp_$(shell date +%s)_$(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/$(TEST_DB_NAME)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: install run run-prod test lint format check-services clean
+.PHONY: install run test lint format schema check-services clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The committed OpenAPI schema (docs/openapi.yaml); a test fails when it is stale.
+schema: install
+	VAR_DIR=$$(mktemp -d) $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 check-services: install
 	@$(PY) tests/check_services.py "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"

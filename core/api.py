@@ -35,12 +35,15 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
         403: "The token's scopes or site binding do not allow this.",
         404: "No such resource.",
         409: "Conflicts with the current state.",
+        411: "A body sent without Content-Length (chunked).",
         413: "Request body too large.",
+        415: "The body is not application/json.",
     }
     return {code: OpenApiResponse(ErrorSerializer, description=descriptions[code]) for code in codes}
 
 
-AUTH_ERRORS = (400, 401, 403, 413)
+# What any endpoint that takes a JSON body can answer besides its own errors.
+BODY_ERRORS = (400, 401, 403, 411, 413, 415)
 
 LIMIT_PARAM = OpenApiParameter("limit", int, description="Page size (1-1000, default 100).")
 OFFSET_PARAM = OpenApiParameter("offset", int, description="Items to skip (default 0).")
@@ -66,9 +69,9 @@ def page_params(query, default_limit: int = 100, max_limit: int = 1000) -> tuple
     return values["limit"], values["offset"]
 
 
+# Base for every v1 endpoint: scopes per method (`allowed_scopes`), helpers for the caller.
+# (A comment, not a docstring: drf-spectacular would copy a docstring into every operation.)
 class ApiView(APIView):
-    """Base for every v1 endpoint: scopes per method (`allowed_scopes`), helpers for the caller."""
-
     allowed_scopes: dict = {}
 
     def actor(self):

@@ -45,9 +45,12 @@ def flatten_fields(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(errors, dict):
         for key, value in errors.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key == "non_field_errors" and not prefix:
-                path = "non_field_errors"
+            if key == "non_field_errors":
+                path = prefix or "non_field_errors"
+            elif isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
             flat.update(flatten_fields(value, path))
     elif isinstance(errors, list):
         if all(not isinstance(item, dict | list) for item in errors):

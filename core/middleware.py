@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -62,6 +63,18 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "\x00" in request.path or "\x00" in unquote_plus(request.META.get("QUERY_STRING", "")):
+            # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+            return JsonResponse(
+                {"error": "bad_request", "detail": "NUL characters are not allowed in URLs.", "fields": {}},
+                status=400,
+            )
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Without a length the limit cannot be checked before the body is read.
+            return JsonResponse(
+                {"error": "length_required", "detail": "Send the body with a Content-Length.", "fields": {}},
+                status=411,
+            )
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

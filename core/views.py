@@ -9,7 +9,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from core.api import LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
@@ -118,6 +118,8 @@ class AuditLogView(ApiView):
         principal = self.principal()
         site_id = request.query_params.get("siteId")
         if principal.site_id:
+            if site_id and site_id != principal.site_id:
+                raise exceptions.PermissionDenied(f"This token is bound to site {principal.site_id!r}.")
             rows = rows.filter(site_id=principal.site_id)
         if site_id:
             rows = rows.filter(site_id=site_id)

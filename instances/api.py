@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from core.api import AUTH_ERRORS, ApiView, error_responses, schema
+from core.api import BODY_ERRORS, ApiView, error_responses, schema
 from core.errors import NotFoundError
 from core.fields import BoundedJSONObjectField, StrictCharField, StrictIntegerField
 from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
@@ -42,11 +42,17 @@ class RegisterIn(serializers.Serializer):
     labels = StringMapField(required=False, default=dict, max_bytes=16384)
 
 
+BIGINT_MAX = 2**63 - 1  # PositiveBigIntegerField
+INTEGER_MAX = 2**31 - 1  # PositiveIntegerField
+
+
 class HeartbeatIn(serializers.Serializer):
     status = serializers.ChoiceField(choices=ReportedStatus.choices)
-    uptime = StrictIntegerField(min_value=0, required=False, allow_null=True, help_text="seconds")
-    inventoryVersion = StrictIntegerField(min_value=0, required=False, allow_null=True)
-    configVersion = StrictIntegerField(min_value=0, required=False, allow_null=True)
+    uptime = StrictIntegerField(
+        min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True, help_text="seconds"
+    )
+    inventoryVersion = StrictIntegerField(min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True)
+    configVersion = StrictIntegerField(min_value=0, max_value=INTEGER_MAX, required=False, allow_null=True)
     metrics = BoundedJSONObjectField(required=False, max_bytes=65536)
 
 
@@ -143,7 +149,7 @@ class RegisterView(ApiView):
         operation_id="instances_register",
         summary="Register an instance (re-registering the same siteId, hostname and podName reuses it)",
         request=RegisterIn,
-        responses={200: RegisterOut, **error_responses(*AUTH_ERRORS, 404)},
+        responses={200: RegisterOut, **error_responses(*BODY_ERRORS, 404)},
         tags=["instances"],
     )
     def post(self, request):
@@ -179,7 +185,7 @@ class HeartbeatView(ApiView):
         operation_id="instances_heartbeat",
         summary="Heartbeat: report status and metrics, learn leadership and versions",
         request=HeartbeatIn,
-        responses={200: HeartbeatOut, **error_responses(*AUTH_ERRORS, 404)},
+        responses={200: HeartbeatOut, **error_responses(*BODY_ERRORS, 404)},
         tags=["instances"],
     )
     def post(self, request, instance_id: str):

@@ -19,7 +19,13 @@ def leader_check_schedule_sync() -> PeriodicTask:
         name=LEADER_CHECK_TASK_NAME,
         defaults={"task": "instances.leader_health_check", "interval": interval, "enabled": True},
     )
-    if not created and (task.interval_id != interval.id or not task.enabled or task.crontab_id):
+    drifted = (
+        task.interval_id != interval.id
+        or not task.enabled
+        or task.crontab_id
+        or task.task != "instances.leader_health_check"
+    )
+    if not created and drifted:
         task.interval = interval
         task.crontab = None
         task.enabled = True

@@ -64,6 +64,8 @@ def instance_register(
     instance.labels = labels or {}
     instance.last_heartbeat = now
     instance.reported_status = ReportedStatus.STARTING if created else instance.reported_status
+    # A (re)starting instance takes the config from this response: forget what it reported before.
+    instance.config_version = None
     instance.config_version_sent = site.config_version
     instance.save()
 
@@ -119,12 +121,23 @@ def instance_heartbeat(
         )
     # A leaderless site gets this live instance as leader (no lock unless it is leaderless).
     election.leader_ensure(site_id=instance.site_id, candidate_id=instance.id, actor=actor)
-    instance.refresh_from_db(fields=["is_leader"])
-    site = Site.objects.get(pk=instance.site_id)
-    known = instance.config_version if instance.config_version is not None else instance.config_version_sent
-    return HeartbeatResult(
-        instance=instance, site=site, config_changed=known is None or known < site.config_version
-    )
+    # Leadership and term in one statement, so the answer never pairs a stale isLeader with a new term;
+    # the instance may have been deregistered meanwhile.
+    fresh = Instance.objects.select_related("site").filter(pk=instance.pk).first()
+    if fresh is None:
+        raise NotFoundError(f"No instance {instance_id!r}; register again.")
+    instance.is_leader, site = fresh.is_leader, fresh.site
+    if instance.config_version is not None:
+        # It says which config it runs: changed until it reports the current one.
+        config_changed = instance.config_version < site.config_version
+    else:
+        # It reports none (the spec's heartbeat body): compare with the last version it was given,
+        # and this answer gives it the current one, so it is told once.
+        known = instance.config_version_sent
+        config_changed = known is None or known < site.config_version
+        if config_changed:
+            Instance.objects.filter(pk=instance.pk).update(config_version_sent=site.config_version)
+    return HeartbeatResult(instance=instance, site=site, config_changed=config_changed)
 
 
 @transaction.atomic

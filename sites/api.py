@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
-from core.api import AUTH_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
+from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
 from core.cron import CronError, validate_cron
 from core.errors import InvalidInput, NotFoundError
 from core.fields import StrictBooleanField, StrictCharField, StrictFloatField, StrictIntegerField
@@ -208,7 +208,7 @@ class SiteListView(ApiView):
         operation_id="sites_list",
         summary="List sites",
         parameters=[LIMIT_PARAM, OFFSET_PARAM],
-        responses={200: SiteListOut, **error_responses(*AUTH_ERRORS)},
+        responses={200: SiteListOut, **error_responses(400, 401, 403)},
         tags=["sites"],
     )
     def get(self, request):
@@ -225,7 +225,7 @@ class SiteListView(ApiView):
         operation_id="sites_create",
         summary="Create a site",
         request=SiteIn,
-        responses={201: SiteDetailOut, **error_responses(*AUTH_ERRORS, 409)},
+        responses={201: SiteDetailOut, **error_responses(*BODY_ERRORS, 409)},
         tags=["sites"],
     )
     def post(self, request):
@@ -242,7 +242,7 @@ class SiteDetailView(ApiView):
     @extend_schema(
         operation_id="sites_retrieve",
         summary="Get a site with its instances and stats",
-        responses={200: SiteDetailOut, **error_responses(*AUTH_ERRORS, 404)},
+        responses={200: SiteDetailOut, **error_responses(401, 403, 404)},
         tags=["sites"],
     )
     def get(self, request, site_id: str):
@@ -262,7 +262,7 @@ class SiteDetailView(ApiView):
         operation_id="sites_update",
         summary="Replace a site (omitted optional fields go back to their defaults)",
         request=SiteUpdateIn,
-        responses={200: SiteDetailOut, **error_responses(*AUTH_ERRORS, 404)},
+        responses={200: SiteDetailOut, **error_responses(*BODY_ERRORS, 404)},
         tags=["sites"],
     )
     def put(self, request, site_id: str):
@@ -272,7 +272,7 @@ class SiteDetailView(ApiView):
         operation_id="sites_partial_update",
         summary="Change some fields of a site",
         request=SitePatchIn,
-        responses={200: SiteDetailOut, **error_responses(*AUTH_ERRORS, 404)},
+        responses={200: SiteDetailOut, **error_responses(*BODY_ERRORS, 404)},
         tags=["sites"],
     )
     def patch(self, request, site_id: str):

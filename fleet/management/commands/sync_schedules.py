@@ -8,4 +8,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         task = leader_check_schedule_sync()
-        self.stdout.write(f"{task.name}: every {task.interval.every} s")
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"{task.name}: every {task.interval.every} s")

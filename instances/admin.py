@@ -1,0 +1,185 @@
+"""Instance admin (read-only: instances register themselves) and the instances' part of the site admin.
+
+Actions are a few lines around instances.election.leader_assign and instances.services.
+instance_deregister, with the admin user as the actor (so each leaves an AuditLog row); errors are
+reported with message_user.
+
+The site admin gets its instances inline and the "Force election" action from here: this module
+registers a subclass of sites.admin.SiteAdmin in its place (as projects extend the User admin), so
+the dependency points from instances to sites, never back.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from core.admin import admin_actor, error_text
+from core.errors import ApiError, NotFoundError
+from core.liveness import liveness
+from instances.election import leader_assign
+from instances.models import Instance
+from instances.services import instance_deregister
+from sites.admin import SiteAdmin
+from sites.models import Site
+
+INSTANCE_DETAIL_FIELDS = (
+    "id",
+    "site",
+    "hostname",
+    "pod_name",
+    "version",
+    "is_leader",
+    "leader_since",
+    "liveness_status",
+    "reported_status",
+    "last_heartbeat",
+    "registered_at",
+    "uptime",
+    "inventory_version",
+    "config_version",
+    "config_version_sent",
+    "capabilities",
+    "labels",
+    "metrics",
+)
+
+
+class LivenessColumn:
+    @admin.display(description="liveness")
+    def liveness_status(self, instance: Instance) -> str:
+        """From the heartbeat's age; the instance's own report is the separate reported_status."""
+        return liveness(instance.last_heartbeat, timezone.now())
+
+
+@admin.register(Instance)
+class InstanceAdmin(LivenessColumn, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "site",
+        "hostname",
+        "pod_name",
+        "version",
+        "is_leader",
+        "liveness_status",
+        "reported_status",
+        "last_heartbeat",
+    )
+    list_filter = ("site", "is_leader")
+    list_select_related = ("site",)
+    search_fields = ("id", "hostname", "pod_name")
+    fields = INSTANCE_DETAIL_FIELDS
+    readonly_fields = INSTANCE_DETAIL_FIELDS
+    actions = ("make_leader", "deregister")
+
+    # Instances register themselves; the admin looks, moves leadership and deregisters.
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # "Deregister" instead: it hands leadership over first
+
+    def has_leadership_permission(self, request) -> bool:
+        return super().has_change_permission(request)
+
+    def has_deregister_permission(self, request) -> bool:
+        return super().has_delete_permission(request)
+
+    @admin.action(description="Make leader (manual assignment)", permissions=["leadership"])
+    def make_leader(self, request, queryset):
+        selected = list(queryset[:2])
+        if len(selected) != 1:
+            self.message_user(request, "Select exactly one instance to make leader.", messages.ERROR)
+            return
+        instance = selected[0]
+        try:
+            change = leader_assign(
+                site_id=instance.site_id, instance_id=instance.pk, actor=admin_actor(request)
+            )
+        except ApiError as exc:
+            self.message_user(request, f"{instance.pk}: {error_text(exc)}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"{change.leader_id} is now the leader of {change.site_id} "
+            f"(previous: {change.previous_leader_id or 'none'}, leaderTerm {change.term}).",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Deregister selected instances", permissions=["deregister"])
+    def deregister(self, request, queryset):
+        actor = admin_actor(request)
+        done = []
+        for instance_id in queryset.values_list("pk", flat=True):
+            try:
+                result = instance_deregister(actor=actor, instance_id=instance_id)
+            except NotFoundError:
+                continue  # deregistered meanwhile
+            done.append(instance_id)
+            if result.was_leader:
+                self.message_user(
+                    request,
+                    f"{instance_id} was a leader; new leader: {result.new_leader_id or 'none'}.",
+                    messages.WARNING if result.new_leader_id is None else messages.INFO,
+                )
+        self.message_user(request, f"Deregistered {len(done)} instance(s).", messages.SUCCESS)
+
+
+class InstanceInline(LivenessColumn, admin.TabularInline):
+    """The site's instances, read-only, each linking to its own page."""
+
+    model = Instance
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "hostname",
+        "pod_name",
+        "version",
+        "is_leader",
+        "liveness_status",
+        "reported_status",
+        "last_heartbeat",
+    )
+    readonly_fields = fields
+    ordering = ("registered_at",)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SiteWithInstancesAdmin(SiteAdmin):
+    inlines = (*SiteAdmin.inlines, InstanceInline)
+    actions = (*(SiteAdmin.actions or ()), "force_election")
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()
+
+    @admin.action(description="Force election (healthiest follower)", permissions=["change"])
+    def force_election(self, request, queryset):
+        actor = admin_actor(request)
+        for site_id in queryset.values_list("pk", flat=True):
+            try:
+                change = leader_assign(site_id=site_id, actor=actor)
+            except ApiError as exc:
+                self.message_user(request, f"{site_id}: {error_text(exc)}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{site_id}: leader {change.previous_leader_id or 'none'} → {change.leader_id} "
+                f"(leaderTerm {change.term}).",
+                messages.SUCCESS,
+            )
+
+
+admin.site.unregister(Site)
+admin.site.register(Site, SiteWithInstancesAdmin)

@@ -1,0 +1,65 @@
+"""Settings come from the environment: generated once in the embedded default, required in production."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DEBUG"}
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_and_names_it(tmp_path):
+    production = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "VAR_DIR": str(tmp_path)}
+    missing_key = run_check({**production, "FIELD_ENCRYPTION_KEYS": "k1:AAAA"})
+    assert missing_key.returncode != 0
+    assert "SECRET_KEY is not set" in missing_key.stderr
+
+    missing_ring = run_check({**production, "SECRET_KEY": "s" * 50})
+    assert missing_ring.returncode != 0
+    assert "FIELD_ENCRYPTION_KEYS is not set" in missing_ring.stderr
+
+    complete = run_check({**production, "SECRET_KEY": "s" * 50, "FIELD_ENCRYPTION_KEYS": "k1:AAAA"})
+    assert complete.returncode == 0, complete.stderr
+    assert not (tmp_path / "secrets").exists()  # production never writes secrets to disk
+
+
+def test_embedded_default_generates_secrets_once_under_var(tmp_path):
+    first = run_check({"VAR_DIR": str(tmp_path)})
+    assert first.returncode == 0, first.stderr
+    secret_key = (tmp_path / "secrets" / "secret_key").read_text()
+    key_ring = (tmp_path / "secrets" / "field_encryption_keys").read_text()
+    assert len(secret_key.strip()) >= 50
+    assert key_ring.startswith("k1:")
+    assert oct((tmp_path / "secrets" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+    second = run_check({"VAR_DIR": str(tmp_path)})
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "secrets" / "secret_key").read_text() == secret_key
+    assert (tmp_path / "secrets" / "field_encryption_keys").read_text() == key_ring
+
+
+def test_bad_timing_settings_stop_start_up(tmp_path):
+    result = run_check(
+        {"VAR_DIR": str(tmp_path), "HEARTBEAT_INTERVAL_SECONDS": "30", "HEARTBEAT_TIMEOUT_SECONDS": "10"}
+    )
+    assert result.returncode != 0
+    assert "HEARTBEAT_TIMEOUT_SECONDS must be larger" in result.stderr
+    not_a_number = run_check({"VAR_DIR": str(tmp_path), "PORT": "eighty"})
+    assert not_a_number.returncode != 0
+    assert "PORT must be an integer" in not_a_number.stderr
