@@ -113,6 +113,8 @@ INSTALLED_APPS = [
     "core",
     "sites",
     "instances",
+    "inventory",
+    "discovery",
     "fleet",
 ]
 
@@ -198,9 +200,16 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# Inventory: change-log entries kept per site (older `since` → 410 Gone, the client fetches in full),
+# the largest PUT inventory body, and the most addresses one discovery seed may cover.
+INVENTORY_CHANGE_LOG_RETENTION = env_int("INVENTORY_CHANGE_LOG_RETENTION", 1000)
+MAX_INVENTORY_BODY_BYTES = env_int("MAX_INVENTORY_BODY_BYTES", 64 * 1024 * 1024)
+MAX_SEED_ADDRESSES = env_int("MAX_SEED_ADDRESSES", 65536)
+
 # Body size: 10 MB for ordinary requests (larger → 413 JSON, see core.middleware).
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+LARGE_BODY_ROUTES = [("PUT", r"/api/v1/sites/[^/]+/inventory/?", "MAX_INVENTORY_BODY_BYTES")]
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BODY_BYTES, MAX_INVENTORY_BODY_BYTES)
 
 # Reverse proxies in front of us whose X-Forwarded-For / X-Forwarded-Proto we trust.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)

@@ -3,7 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
+from discovery import api as discovery_api
 from instances import api as instances_api
+from inventory import api as inventory_api
 from sites import api as sites_api
 
 
@@ -16,6 +18,28 @@ api_v1 = [
     *v1("sites", sites_api.SiteListView.as_view(), "sites"),
     *v1("sites/<str:site_id>", sites_api.SiteDetailView.as_view(), "site-detail"),
     *v1("sites/<str:site_id>/config", sites_api.SiteConfigView.as_view(), "site-config"),
+    *v1("sites/<str:site_id>/inventory", inventory_api.InventoryView.as_view(), "inventory"),
+    *v1(
+        "sites/<str:site_id>/inventory/changes",
+        inventory_api.InventoryChangesView.as_view(),
+        "inventory-changes",
+    ),
+    *v1(
+        "sites/<str:site_id>/inventory/devices",
+        inventory_api.InventoryDevicesView.as_view(),
+        "inventory-devices",
+    ),
+    *v1(
+        "sites/<str:site_id>/inventory/devices/<str:device_id>",
+        inventory_api.DeviceDetailView.as_view(),
+        "inventory-device",
+    ),
+    *v1("sites/<str:site_id>/discovery-seeds", discovery_api.SeedListView.as_view(), "seeds"),
+    *v1(
+        "sites/<str:site_id>/discovery-seeds/<str:seed_id>",
+        discovery_api.SeedDetailView.as_view(),
+        "seed-detail",
+    ),
     *v1("instances/register", instances_api.RegisterView.as_view(), "instance-register"),
     *v1("instances/<str:instance_id>/heartbeat", instances_api.HeartbeatView.as_view(), "instance-heartbeat"),
     *v1("instances/<str:instance_id>", instances_api.InstanceDetailView.as_view(), "instance-detail"),

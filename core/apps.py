@@ -6,4 +6,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Access and audit"
 
     def ready(self) -> None:
-        from core import schema  # noqa: F401  (registers the OpenAPI auth extensions)
+        from core import checks, schema  # noqa: F401  (registers the system checks, OpenAPI extensions)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.validation import storable
+
 
 class StrictCharField(serializers.CharField):
     def to_internal_value(self, data):
@@ -33,17 +35,6 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
-def _storable(value) -> bool:
-    """PostgreSQL text and jsonb refuse NUL and unpaired surrogates (a 500 if they reach the database)."""
-    if isinstance(value, str):
-        return "\x00" not in value and not any("\ud800" <= c <= "\udfff" for c in value)
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(v) for v in value)
-    return True
-
-
 class BoundedJSONObjectField(serializers.JSONField):
     """A JSON object whose encoded size stays under a limit (metrics, labels)."""
 
@@ -64,6 +55,6 @@ class BoundedJSONObjectField(serializers.JSONField):
             self.fail("not_object")
         if len(json.dumps(data)) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
-        if not _storable(data):
+        if not storable(data):
             self.fail("unstorable")
         return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import exceptions, permissions
 
 from core.authentication import Principal
+from core.errors import InvalidInput
 from core.models import Scope
 
 READERS = frozenset({Scope.READ, Scope.WRITE, Scope.ADMIN})
@@ -53,3 +54,20 @@ def require_scopes(request, allowed: frozenset[str], what: str) -> None:
     principal = principal_of(request)
     if not (principal.is_admin or principal.has_any(allowed)):
         raise exceptions.PermissionDenied(f"{what} needs one of the scopes {sorted(map(str, allowed))}.")
+
+
+def credentials_allowed(request) -> bool:
+    """?includeCredentials=true: secrets for admin tokens and instance tokens (of the site: binding is
+    checked separately); 403 for anyone else who asks; False when not asked."""
+    raw = request.query_params.get("includeCredentials")
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInput({"includeCredentials": ["Must be true or false."]})
+    if value in ("false", "0"):
+        return False
+    principal = principal_of(request)
+    if principal.is_admin or Scope.INSTANCE in principal.scopes:
+        return True
+    raise exceptions.PermissionDenied("Credentials are only for admin tokens and the site's instance tokens.")

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core.audit import Actor, audit_record
 from core.authentication import hash_token
+from core.crypto import ENCRYPTED_FIELDS, PREFIX, key_ring
 from core.errors import InvalidInput, NotFoundError
 from core.ids import new_id
 from core.models import ApiToken, Scope
@@ -89,3 +90,37 @@ def token_revoke(*, actor: Actor, token_id: str) -> ApiToken:
 
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
+
+
+def encryption_rotate(*, actor: Actor, batch_size: int = 1000) -> dict[str, int]:
+    """Re-encrypt every stored secret under the primary key of FIELD_ENCRYPTION_KEYS.
+
+    Idempotent and resumable: rows already under the primary key are skipped, and each batch commits
+    on its own, so a run interrupted halfway can simply be started again.
+    """
+    from django.apps import apps
+
+    ring = key_ring()
+    counts: dict[str, int] = {}
+    for model_label, field_name in ENCRYPTED_FIELDS:
+        model = apps.get_model(model_label)
+        stale = model.objects.exclude(**{f"{field_name}__startswith": f"{PREFIX}:{ring.primary_id}:"})
+        done = 0
+        while True:
+            with transaction.atomic():
+                rows = list(stale.select_for_update().only("pk", field_name).order_by("pk")[:batch_size])
+                if not rows:
+                    break
+                for row in rows:
+                    setattr(row, field_name, ring.encrypt(ring.decrypt(getattr(row, field_name))))
+                model.objects.bulk_update(rows, [field_name])
+                done += len(rows)
+        counts[f"{model_label}.{field_name}"] = done
+    audit_record(
+        actor=actor,
+        action="encryption_key_rotated",
+        entity_type="encryption_key",
+        entity_id=ring.primary_id,
+        details={"reencrypted": counts},
+    )
+    return counts

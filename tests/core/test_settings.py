@@ -1,11 +1,13 @@
 """Settings come from the environment: generated once in the embedded default, required in production."""
 
+import base64
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+VALID_RING = "k1:" + base64.b64encode(b"k" * 32).decode()
 
 
 def run_check(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -26,7 +28,7 @@ def run_check(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_production_refuses_to_start_without_a_secret_and_names_it(tmp_path):
     production = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "VAR_DIR": str(tmp_path)}
-    missing_key = run_check({**production, "FIELD_ENCRYPTION_KEYS": "k1:AAAA"})
+    missing_key = run_check({**production, "FIELD_ENCRYPTION_KEYS": VALID_RING})
     assert missing_key.returncode != 0
     assert "SECRET_KEY is not set" in missing_key.stderr
 
@@ -34,7 +36,7 @@ def test_production_refuses_to_start_without_a_secret_and_names_it(tmp_path):
     assert missing_ring.returncode != 0
     assert "FIELD_ENCRYPTION_KEYS is not set" in missing_ring.stderr
 
-    complete = run_check({**production, "SECRET_KEY": "s" * 50, "FIELD_ENCRYPTION_KEYS": "k1:AAAA"})
+    complete = run_check({**production, "SECRET_KEY": "s" * 50, "FIELD_ENCRYPTION_KEYS": VALID_RING})
     assert complete.returncode == 0, complete.stderr
     assert not (tmp_path / "secrets").exists()  # production never writes secrets to disk
 
@@ -63,3 +65,14 @@ def test_bad_timing_settings_stop_start_up(tmp_path):
     not_a_number = run_check({"VAR_DIR": str(tmp_path), "PORT": "eighty"})
     assert not_a_number.returncode != 0
     assert "PORT must be an integer" in not_a_number.stderr
+
+
+def test_a_malformed_key_ring_stops_start_up_with_a_check_error(tmp_path):
+    short_key = run_check({"VAR_DIR": str(tmp_path), "FIELD_ENCRYPTION_KEYS": "k1:AAAA"})
+    assert short_key.returncode != 0
+    assert "core.E001" in short_key.stderr and "AES-256 needs 32" in short_key.stderr
+    no_id = run_check(
+        {"VAR_DIR": str(tmp_path), "FIELD_ENCRYPTION_KEYS": base64.b64encode(b"k" * 32).decode()}
+    )
+    assert no_id.returncode != 0
+    assert "core.E001" in no_id.stderr

@@ -1,0 +1,450 @@
+"""Inventory endpoints: the site's document (GET, PUT), discovery results (POST devices), one device
+(GET, DELETE), and the change feed (GET changes?since=N)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from core.api import BODY_ERRORS, ApiView, error_responses, schema
+from core.errors import ApiError, InvalidInput, NotFoundError
+from core.models import Scope
+from core.permissions import (
+    INSTANCES,
+    READERS,
+    WRITERS,
+    credentials_allowed,
+    principal_of,
+    require_site_access,
+)
+from core.timefmt import iso_z
+from inventory import selectors, services, versioning
+from inventory.models import InventoryChange
+from sites.models import Site
+
+SOURCES = ("discovery", "manual", "import", "api")
+
+# --- documentation of bodies (validation is inventory.parsing / discovery.seeds, in plain Python) ---
+
+AgentDoc = schema(
+    "Agent",
+    {
+        "id": serializers.CharField(read_only=True),
+        "address": serializers.IPAddressField(),
+        "port": serializers.IntegerField(min_value=1, max_value=65535, default=161),
+        "version": serializers.ChoiceField([1, 2, 3], help_text="1 = v1, 2 = v2c, 3 = v3"),
+        "type": serializers.ChoiceField(["community", "usm"]),
+        "readCommunity": serializers.CharField(required=False, help_text='v1/v2c; "****" unless revealed'),
+        "writeCommunity": serializers.CharField(required=False, allow_null=True),
+        "securityName": serializers.CharField(required=False),
+        "securityLevel": serializers.ChoiceField(["noAuthNoPriv", "authNoPriv", "authPriv"], required=False),
+        "authProtocol": serializers.ChoiceField(
+            ["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"], required=False
+        ),
+        "authPassphrase": serializers.CharField(
+            required=False, help_text='8 to 255 characters; "****" unless revealed'
+        ),
+        "privProtocol": serializers.ChoiceField(["DES", "AES", "AES128", "AES192", "AES256"], required=False),
+        "privPassphrase": serializers.CharField(
+            required=False, help_text='8 to 255 characters; "****" unless revealed'
+        ),
+        "engineId": serializers.CharField(required=False),
+        "timeout": serializers.IntegerField(required=False, help_text="ms"),
+        "retries": serializers.IntegerField(required=False),
+        "isPrimary": serializers.BooleanField(default=False),
+    },
+)
+_DEVICE_FIELDS = {
+    "sysName": serializers.CharField(allow_null=True, max_length=255),
+    "sysDescr": serializers.CharField(allow_null=True, required=False),
+    "sysContact": serializers.CharField(allow_null=True, required=False),
+    "sysLocation": serializers.CharField(allow_null=True, required=False),
+    "sysObjectId": serializers.CharField(allow_null=True, required=False),
+    "agents": AgentDoc(many=True),
+    "interfaces": serializers.IntegerField(allow_null=True, required=False),
+    "metadata": serializers.DictField(required=False),
+}
+DeviceIn = schema(
+    "DeviceInput", {**_DEVICE_FIELDS, "discoveredAt": serializers.DateTimeField(required=False)}
+)
+DeviceOut = schema(
+    "Device",
+    {
+        "id": serializers.CharField(),
+        **_DEVICE_FIELDS,
+        "discoveredAt": serializers.DateTimeField(),
+        "lastSeen": serializers.DateTimeField(),
+        "discoveredBy": serializers.CharField(allow_null=True),
+    },
+)
+SeedDoc = schema(
+    "InventorySeed",
+    {
+        "id": serializers.CharField(read_only=True),
+        "name": serializers.CharField(),
+        "targets": serializers.ListField(child=serializers.CharField()),
+        "snmpConfig": serializers.DictField(),
+        "schedule": serializers.CharField(allow_null=True, required=False),
+        "enabled": serializers.BooleanField(default=True),
+        "options": serializers.DictField(required=False),
+    },
+)
+InventoryOut = schema(
+    "Inventory",
+    {
+        "version": serializers.IntegerField(),
+        "updatedAt": serializers.DateTimeField(allow_null=True),
+        "devices": DeviceOut(many=True),
+        "discoverySeeds": serializers.ListField(child=serializers.DictField()),
+    },
+)
+InventoryPutIn = schema(
+    "InventoryImport",
+    {
+        "devices": DeviceIn(many=True),
+        "discoverySeeds": SeedDoc(many=True, required=False),
+        "mode": serializers.ChoiceField(list(services.MODES), default="merge"),
+        "format": serializers.ChoiceField(
+            ["manager", "promsnmp"],
+            default="manager",
+            help_text="promsnmp: devices/seeds in PromSNMP's file form",
+        ),
+    },
+)
+InventoryPutOut = schema(
+    "InventoryImportResult",
+    {
+        "version": serializers.IntegerField(),
+        "changed": serializers.BooleanField(),
+        "added": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+        "removed": serializers.IntegerField(),
+        "seeds": schema(
+            "SeedChangeCounts",
+            {
+                "added": serializers.IntegerField(),
+                "updated": serializers.IntegerField(),
+                "removed": serializers.IntegerField(),
+            },
+        )(),
+    },
+)
+AddDevicesIn = schema(
+    "AddDevices",
+    {
+        "devices": DeviceIn(many=True),
+        "source": serializers.ChoiceField(list(SOURCES), default="api"),
+        "instanceId": serializers.CharField(required=False),
+        "seedId": serializers.CharField(required=False),
+    },
+)
+AddDevicesOut = schema(
+    "AddDevicesResult",
+    {
+        "added": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+        "failed": serializers.IntegerField(),
+        "newVersion": serializers.IntegerField(),
+        "devices": schema(
+            "DeviceOutcome",
+            {
+                "id": serializers.CharField(allow_null=True),
+                "sysName": serializers.CharField(allow_null=True),
+                "status": serializers.ChoiceField(["added", "updated", "unchanged", "failed"]),
+                "error": serializers.DictField(
+                    required=False, help_text="Field path → messages (failed only)"
+                ),
+            },
+        )(many=True),
+    },
+)
+ChangesOut = schema(
+    "InventoryChanges",
+    {
+        "fromVersion": serializers.IntegerField(),
+        "version": serializers.IntegerField(),
+        "devices": DeviceOut(many=True),
+        "removedDeviceIds": serializers.ListField(child=serializers.CharField()),
+        "discoverySeeds": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+INCLUDE_CREDENTIALS = OpenApiParameter(
+    "includeCredentials",
+    bool,
+    description="Reveal SNMP secrets (admin tokens and the site's instance tokens).",
+)
+
+
+def _site(request, site_id: str) -> Site:
+    require_site_access(request, site_id)
+    site = Site.objects.filter(pk=site_id).first()
+    if site is None:
+        raise NotFoundError(f"No site {site_id!r}.")
+    return site
+
+
+def _int_param(request, name: str, *, required: bool = False) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise InvalidInput({name: ["Required: a non-negative integer."]})
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput({name: ["A non-negative integer."]})
+    return int(raw)
+
+
+def _device_ids(request) -> list[str] | None:
+    values = request.query_params.getlist("deviceIds")
+    if not values:
+        return None
+    ids = sorted({part.strip() for value in values for part in value.split(",") if part.strip()})
+    if not ids:
+        return None  # "?deviceIds=" names nothing: no filter, like an empty version=
+    if len(ids) > 10000 or any(len(i) > 64 or "\x00" in i for i in ids):
+        raise InvalidInput({"deviceIds": ["At most 10000 device ids of up to 64 characters."]})
+    return ids
+
+
+def _seeds(site: Site, include_credentials: bool) -> list[dict]:
+    from discovery.selectors import site_seeds
+
+    return site_seeds(site.pk, include_credentials=include_credentials)
+
+
+class InventoryView(ApiView):
+    allowed_scopes = {"GET": READERS | INSTANCES, "PUT": WRITERS}
+
+    @extend_schema(
+        operation_id="inventory_retrieve",
+        summary="The site's inventory: devices with agents, and discovery seeds (streamed)",
+        parameters=[
+            OpenApiParameter("version", int, description="Answer 304 when this version is current or newer."),
+            INCLUDE_CREDENTIALS,
+            OpenApiParameter("deviceIds", str, description="Comma-separated and/or repeated device ids."),
+        ],
+        responses={
+            200: InventoryOut,
+            304: OpenApiResponse(description="Not modified (?version or If-None-Match)."),
+            **error_responses(400, 401, 403, 404),
+        },
+        tags=["inventory"],
+    )
+    def get(self, request, site_id: str):
+        site = _site(request, site_id)
+        include_credentials = credentials_allowed(request)
+        known = _int_param(request, "version")
+        device_ids = _device_ids(request)
+        variant = "c" if include_credentials else "m"
+        if device_ids is not None:
+            variant += hashlib.sha256(",".join(device_ids).encode()).hexdigest()[:16]
+        etag = f'"inv-{site.pk}-{site.inventory_version}-{variant}"'
+        if_none_match = request.headers.get("If-None-Match", "")
+        if (known is not None and known >= site.inventory_version) or etag in [
+            tag.strip() for tag in if_none_match.split(",")
+        ]:
+            response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+            response["ETag"] = etag
+            return response
+        head = {"version": site.inventory_version, "updatedAt": iso_z(site.inventory_updated_at)}
+        devices = selectors.iter_devices(site, include_credentials=include_credentials, device_ids=device_ids)
+        response = StreamingHttpResponse(
+            selectors.stream_json_document(
+                head, {"devices": devices, "discoverySeeds": _seeds(site, include_credentials)}
+            ),
+            content_type="application/json",
+        )
+        response["ETag"] = etag
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+    @extend_schema(
+        operation_id="inventory_import",
+        summary="Bulk import: merge, replace or addOnly, all or nothing, one new version",
+        request=InventoryPutIn,
+        responses={200: InventoryPutOut, **error_responses(*BODY_ERRORS, 404)},
+        tags=["inventory"],
+    )
+    def put(self, request, site_id: str):
+        from discovery.seeds import parse_seeds
+
+        _site(request, site_id)
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        mode = body.get("mode", "merge")
+        if mode not in services.MODES:
+            raise InvalidInput({"mode": [f"One of {', '.join(services.MODES)}."]})
+        document_format = body.get("format", "manager")
+        if document_format == "promsnmp":
+            from inventory.promsnmp import from_promsnmp
+
+            body = from_promsnmp(body)
+        elif document_format != "manager":
+            raise InvalidInput({"format": ["Either manager or promsnmp."]})
+        devices, errors = services.parse_devices(body.get("devices"))
+        seeds = None
+        if body.get("discoverySeeds") is not None:
+            seeds, seed_errors = parse_seeds(body["discoverySeeds"])
+            errors.update(seed_errors)
+        if errors:
+            if document_format == "promsnmp":
+                from inventory.promsnmp import promsnmp_path
+
+                errors = {promsnmp_path(path): messages for path, messages in errors.items()}
+            raise InvalidInput(errors)
+        result = services.inventory_import(
+            actor=self.actor(), site_id=site_id, devices=devices, seeds=seeds, mode=mode, source="import"
+        )
+        return Response(
+            {
+                "version": result.version,
+                "changed": result.changed,
+                "added": len(result.added),
+                "updated": len(result.updated),
+                "unchanged": result.unchanged,
+                "removed": len(result.removed),
+                "seeds": {key: len(result.seeds.get(key, [])) for key in ("added", "updated", "removed")},
+            }
+        )
+
+
+class InventoryDevicesView(ApiView):
+    allowed_scopes = {"POST": WRITERS | INSTANCES}
+
+    @extend_schema(
+        operation_id="inventory_add_devices",
+        summary="Add or update devices (discovery results); each bad device fails alone",
+        request=AddDevicesIn,
+        responses={200: AddDevicesOut, **error_responses(*BODY_ERRORS, 404, 409)},
+        tags=["inventory"],
+    )
+    def post(self, request, site_id: str):
+        _site(request, site_id)
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        errors = {}
+        if not isinstance(body.get("devices"), list):
+            errors["devices"] = ["Required: a list of devices."]
+        source = body.get("source", "api")
+        if source not in SOURCES:
+            errors["source"] = [f"One of {', '.join(SOURCES)}."]
+        instance_id = body.get("instanceId") or ""
+        if not isinstance(instance_id, str) or len(instance_id) > 64:
+            errors["instanceId"] = ["An instance id."]
+        if errors:
+            raise InvalidInput(errors)
+        principal = principal_of(request)
+        # Instances post discovery results; only the site's leader may.
+        is_instance = Scope.INSTANCE in principal.scopes and not principal.is_admin
+        result = services.inventory_add_devices(
+            actor=self.actor(),
+            site_id=site_id,
+            items=body["devices"],
+            source=source,
+            instance_id=instance_id,
+            require_leader=is_instance,
+        )
+        return Response(
+            {
+                "added": result.count("added"),
+                "updated": result.count("updated"),
+                "unchanged": result.count("unchanged"),
+                "failed": result.count("failed"),
+                "newVersion": result.version,
+                "devices": [
+                    {
+                        "id": o.id,
+                        "sysName": o.sys_name,
+                        "status": o.status,
+                        **({"error": o.error} if o.error else {}),
+                    }
+                    for o in result.outcomes
+                ],
+            }
+        )
+
+
+class DeviceDetailView(ApiView):
+    allowed_scopes = {"GET": READERS | INSTANCES, "DELETE": WRITERS}
+
+    @extend_schema(
+        operation_id="inventory_device_retrieve",
+        summary="One device",
+        parameters=[INCLUDE_CREDENTIALS],
+        responses={200: DeviceOut, **error_responses(400, 401, 403, 404)},
+        tags=["inventory"],
+    )
+    def get(self, request, site_id: str, device_id: str):
+        site = _site(request, site_id)
+        include_credentials = credentials_allowed(request)
+        device = next(
+            selectors.iter_devices(site, include_credentials=include_credentials, device_ids=[device_id]),
+            None,
+        )
+        if device is None:
+            raise NotFoundError(f"No device {device_id!r} in site {site_id!r}.")
+        return Response(device)
+
+    @extend_schema(
+        operation_id="inventory_device_destroy",
+        summary="Remove a device (one new version)",
+        responses={204: None, **error_responses(401, 403, 404)},
+        tags=["inventory"],
+    )
+    def delete(self, request, site_id: str, device_id: str):
+        _site(request, site_id)
+        services.device_delete(actor=self.actor(), site_id=site_id, device_id=device_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InventoryChangesView(ApiView):
+    allowed_scopes = {"GET": READERS | INSTANCES}
+
+    @extend_schema(
+        operation_id="inventory_changes",
+        summary="Devices added or updated, and ids removed, since a version (410: fetch in full)",
+        parameters=[OpenApiParameter("since", int, required=True), INCLUDE_CREDENTIALS],
+        responses={200: ChangesOut, **error_responses(400, 401, 403, 404), 410: error_responses(404)[404]},
+        tags=["inventory"],
+    )
+    def get(self, request, site_id: str):
+        site = _site(request, site_id)
+        include_credentials = credentials_allowed(request)
+        since = _int_param(request, "since", required=True)
+        current = site.inventory_version
+        if since > current or since < versioning.changes_floor(site):
+            raise ApiError(
+                status.HTTP_410_GONE,
+                "gone",
+                f"Changes since version {since} are not available (current {current}); "
+                "fetch the full inventory.",
+            )
+        removed: list[str] = []
+        for ids in (
+            InventoryChange.objects.filter(site=site, version__gt=since)
+            .order_by("version")
+            .values_list("removed_ids", flat=True)
+        ):
+            removed.extend(ids)
+        head = {"fromVersion": since, "version": current}
+        devices = selectors.iter_devices(site, include_credentials=include_credentials, changed_since=since)
+        return StreamingHttpResponse(
+            selectors.stream_json_document(
+                head,
+                {
+                    "devices": devices,
+                    "removedDeviceIds": removed,
+                    "discoverySeeds": _seeds(site, include_credentials),
+                },
+            ),
+            content_type="application/json",
+        )

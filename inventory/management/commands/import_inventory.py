@@ -1,0 +1,190 @@
+"""manage.py import_inventory SITE_ID FILE: the manager's JSON or a PromSNMP file, plain or encrypted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from core.audit import Actor
+from core.errors import ApiError
+from discovery.models import DiscoverySeed
+from discovery.seeds import parse_seeds
+from inventory.promsnmp import (
+    DEFAULT_KEY,
+    FORMATS,
+    PromSnmpFileError,
+    convert_promsnmp,
+    promsnmp_path,
+    read_document,
+)
+from inventory.services import MODES, inventory_import, parse_devices
+from sites.models import Site
+
+MAX_LISTED = 100  # error lines and dry-run lines shown; the rest is counted
+
+
+def _name(identity: str) -> str:
+    """A device identity as people know it: its sysName, else its primary address."""
+    kind, _, value = identity.partition(":")
+    return value if kind == "name" else f"(no sysName) {value}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a site's inventory (devices and discovery seeds) from the manager's JSON or a PromSNMP "
+        "inventory file, plain or encrypted; the format is detected when not given. All or nothing, one "
+        "new inventory version at most."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("site_id")
+        parser.add_argument("file", help="The file to read.")
+        parser.add_argument("--format", choices=FORMATS, default=None, help="Detected when left out.")
+        parser.add_argument("--mode", choices=MODES, default="merge")
+        parser.add_argument(
+            "--key",
+            default=None,
+            help=f"PROM_ENCRYPT_KEY of an encrypted PromSNMP file (default: PromSNMP's {DEFAULT_KEY}).",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Print what would change, change nothing.")
+
+    def handle(self, *args, site_id, file, format, mode, key, dry_run, **options):
+        if not Site.objects.filter(pk=site_id).exists():
+            raise CommandError(f"No site {site_id!r}.")
+        path = Path(file)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise CommandError(f"{file}: no such file.") from exc
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read it ({exc.strerror or exc}).") from exc
+        try:
+            loaded = read_document(data, key=key, format=format)
+        except PromSnmpFileError as exc:
+            raise CommandError(f"{file}: {exc} Nothing imported.") from exc
+        if loaded.encrypted and not key:
+            self.stderr.write(f"{file} is encrypted; decrypted with PromSNMP's default key.")
+        elif key and not loaded.encrypted:
+            self.stderr.write(f"{file} is not encrypted; --key was not needed.")
+
+        if loaded.format == "promsnmp":
+            document, errors = convert_promsnmp(loaded.document)
+        else:
+            document, errors = loaded.document, {}
+        devices, seeds = self._parse(document, errors, promsnmp=loaded.format == "promsnmp", file=file)
+
+        try:
+            result = inventory_import(
+                actor=Actor.command("import_inventory"),
+                site_id=site_id,
+                devices=devices,
+                seeds=seeds,
+                mode=mode,
+                source="import",
+                dry_run=dry_run,
+            )
+        except ApiError as exc:
+            fields = "".join(f"\n  {p}: {' '.join(m)}" for p, m in getattr(exc, "fields", {}).items())
+            raise CommandError(f"{file}: {exc.detail}{fields}\nNothing imported.") from exc
+
+        described = f"{file} ({loaded.format}{', encrypted' if loaded.encrypted else ''})"
+        if dry_run:
+            self._print_plan(site_id, described, mode, result, seeds)
+            return
+        seed_counts = ", ".join(
+            f"{len(result.seeds.get(k, []))} {k}" for k in ("added", "updated", "removed")
+        )
+        counts = (
+            f"devices: {len(result.added)} added, {len(result.updated)} updated, "
+            f"{result.unchanged} unchanged, {len(result.removed)} removed; seeds: {seed_counts}"
+        )
+        if result.changed:
+            self.stdout.write(
+                f"Imported {described} into site {site_id} ({mode}): {counts}. "
+                f"Inventory version {result.version}."
+            )
+        else:
+            self.stdout.write(
+                f"Imported {described} into site {site_id} ({mode}): nothing changed ({counts}). "
+                f"Inventory version stays {result.version}."
+            )
+
+    def _parse(self, document: dict, errors: dict[str, list[str]], *, promsnmp: bool, file: str):
+        """Validate every device and seed; any error → CommandError naming each field, nothing imported."""
+        errors = dict(errors)
+
+        def merge(found: dict[str, list[str]]) -> None:
+            for field_path, messages in found.items():
+                field_path = promsnmp_path(field_path) if promsnmp else field_path
+                if field_path not in errors:  # a mapping error already says what is wrong there
+                    errors[field_path] = list(messages)
+
+        devices = []
+        raw_devices = document.get("devices")
+        if not isinstance(raw_devices, list):
+            merge({"devices": ["Required: a list of devices."]})
+        else:
+            inputs, device_errors = parse_devices(raw_devices)
+            merge(device_errors)
+            devices = [device for device in inputs if device is not None]
+        seeds = None
+        if document.get("discoverySeeds") is not None:
+            seeds, seed_errors = parse_seeds(document["discoverySeeds"])
+            merge(seed_errors)
+        if errors:
+            lines = [f"  {p}: {' '.join(m)}" for p, m in sorted(errors.items())]
+            if len(lines) > MAX_LISTED:
+                lines = [*lines[:MAX_LISTED], f"  … and {len(lines) - MAX_LISTED} more."]
+            raise CommandError(
+                f"{file}: {len(errors)} invalid field(s); nothing imported:\n" + "\n".join(lines)
+            )
+        return devices, seeds
+
+    def _print_plan(self, site_id: str, described: str, mode: str, result, seeds) -> None:
+        write = self.stdout.write
+        write(
+            f"Dry run of {described} into site {site_id} ({mode}); nothing changed. "
+            f"Inventory version {result.version}."
+        )
+        write(
+            f"Devices: {len(result.added)} to add, {len(result.updated)} to update, "
+            f"{result.unchanged} unchanged, {len(result.removed)} to remove."
+        )
+        lines = [
+            *(f"  + {_name(i)}" for i in sorted(result.added)),
+            *(f"  ~ {_name(i)}" for i in sorted(result.updated)),
+            *(f"  - {_name(i)}" for i in sorted(result.removed)),
+        ]
+        self._lines(lines)
+        if seeds is None:
+            write("Seeds: none in the file; left as they are.")
+            return
+        # inventory_import's dry run plans devices; the seeds' plan follows discovery.seeds.seeds_sync.
+        existing = dict(DiscoverySeed.objects.filter(site_id=site_id).values_list("name", "fingerprint"))
+        given = {seed.name for seed in seeds}
+        add = sorted(seed.name for seed in seeds if seed.name not in existing)
+        update = sorted(
+            seed.name
+            for seed in seeds
+            if mode != "addOnly" and seed.name in existing and existing[seed.name] != seed.fingerprint
+        )
+        remove = sorted(name for name in existing if name not in given) if mode == "replace" else []
+        unchanged = len(seeds) - len(add) - len(update)
+        write(
+            f"Seeds: {len(add)} to add, {len(update)} to update, {unchanged} unchanged, "
+            f"{len(remove)} to remove."
+        )
+        self._lines(
+            [
+                *(f"  + {n}" for n in add),
+                *(f"  ~ {n}" for n in update),
+                *(f"  - {n}" for n in remove),
+            ]
+        )
+
+    def _lines(self, lines: list[str]) -> None:
+        for line in lines[:MAX_LISTED]:
+            self.stdout.write(line)
+        if len(lines) > MAX_LISTED:
+            self.stdout.write(f"  … and {len(lines) - MAX_LISTED} more.")

@@ -1,0 +1,89 @@
+from django.db import models
+
+from core.snmpconfig import VERSIONS
+
+
+class Device(models.Model):
+    """A network device of a site. Identity (the upsert key) is its sysName, else its primary address."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="devices")
+    identity = models.CharField(max_length=300, editable=False)
+    sys_name = models.CharField(max_length=255, blank=True, default="")
+    sys_descr = models.TextField(blank=True, default="")
+    sys_contact = models.CharField(max_length=255, blank=True, default="")
+    sys_location = models.CharField(max_length=255, blank=True, default="")
+    sys_object_id = models.CharField(max_length=128, blank=True, default="")
+    interfaces = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    discovered_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    discovered_by = models.CharField(max_length=64, blank=True, default="")
+    # Keyed hash of the device as last written (agents and secrets included): unchanged → no new version.
+    fingerprint = models.CharField(max_length=64, editable=False)
+    # The inventory version of the change set that last added or changed this device.
+    changed_version = models.PositiveBigIntegerField(editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "devices"
+        ordering = ["site_id", "identity"]
+        constraints = [models.UniqueConstraint(fields=["site", "identity"], name="unique_device_identity")]
+        indexes = [
+            models.Index(fields=["site", "changed_version"], name="idx_devices_site_changed"),
+            models.Index(fields=["sys_name"], name="idx_devices_sys_name"),
+            models.Index(fields=["last_seen"], name="idx_devices_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return self.sys_name or self.identity
+
+
+class Agent(models.Model):
+    """An SNMP endpoint of a device. Secrets are AES-256-GCM ciphertext (core.crypto)."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="agents")
+    address = models.GenericIPAddressField()
+    port = models.PositiveIntegerField(default=161)
+    version = models.PositiveSmallIntegerField(choices=[(v, f"v{v}") for v in VERSIONS])
+    # Non-secret settings: type, securityName, securityLevel, protocols, timeout, retries, …
+    config = models.JSONField(default=dict)
+    credentials = models.TextField(editable=False)  # encrypted JSON of the secrets
+    credential_keys = models.JSONField(default=list, editable=False)  # which secrets are set
+    is_primary = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "agents"
+        ordering = ["device_id", "-is_primary", "address", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "address", "port"], name="unique_agent_endpoint"),
+            models.CheckConstraint(condition=models.Q(version__in=VERSIONS), name="agent_version_valid"),
+        ]
+        indexes = [models.Index(fields=["address"], name="idx_agents_address")]
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class InventoryChange(models.Model):
+    """One change set = one inventory version; the log behind GET …/inventory/changes?since=N."""
+
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="inventory_changes")
+    version = models.PositiveBigIntegerField()
+    change_type = models.CharField(max_length=32)
+    added_ids = models.JSONField(default=list)
+    updated_ids = models.JSONField(default=list)
+    removed_ids = models.JSONField(default=list)
+    source = models.CharField(max_length=32, blank=True, default="")
+    triggered_by = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "inventory_changes"
+        ordering = ["site_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["site", "version"], name="unique_inventory_version")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} v{self.version} {self.change_type}"

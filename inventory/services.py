@@ -1,0 +1,369 @@
+"""Writes to a site's inventory. Every change set: one version, one change-log row, one event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor
+from core.crypto import encrypt_json
+from core.errors import ApiError, InvalidInput, NotFoundError
+from core.ids import new_id
+from instances.models import Instance
+from inventory import versioning
+from inventory.models import Agent, Device
+from inventory.parsing import DeviceInput, parse_device
+
+MODES = ("merge", "replace", "addOnly")
+_BATCH = 2000
+
+
+@dataclass
+class Plan:
+    """What a change set will do, by identity; computed before anything is written."""
+
+    add: list[DeviceInput] = field(default_factory=list)
+    update: list[tuple[str, DeviceInput]] = field(default_factory=list)  # (device id, input)
+    unchanged: list[tuple[str, DeviceInput]] = field(default_factory=list)
+    remove: dict[str, str] = field(default_factory=dict)  # device id → identity
+
+    @property
+    def changes_devices(self) -> bool:
+        return bool(self.add or self.update or self.remove)
+
+
+@dataclass
+class ImportResult:
+    version: int
+    changed: bool
+    added: list[str]
+    updated: list[str]
+    unchanged: int
+    removed: list[str]
+    seeds: dict[str, list[str]] = field(default_factory=dict)
+    dry_run: bool = False
+    plan: Plan | None = None
+
+
+@dataclass
+class DeviceOutcome:
+    id: str | None
+    sys_name: str | None
+    status: str  # added, updated, unchanged, failed
+    error: dict[str, list[str]] | None = None
+
+
+@dataclass
+class AddDevicesResult:
+    version: int
+    outcomes: list[DeviceOutcome]
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+
+def parse_devices(items: Any, path: str = "devices") -> tuple[list[DeviceInput | None], dict[str, list[str]]]:
+    """A list of wire devices → inputs (None where invalid) and all errors by field path."""
+    if not isinstance(items, list):
+        raise InvalidInput({path: ["Expected a list of devices."]})
+    inputs: list[DeviceInput | None] = []
+    errors: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        device, device_errors = parse_device(item, f"{path}[{index}]")
+        if device is not None and device.identity in seen:
+            device_errors = {f"{path}[{index}]": [f"Same device as {path}[{seen[device.identity]}]."]}
+            device = None
+        if device is not None:
+            seen[device.identity] = index
+        errors.update(device_errors)
+        inputs.append(device)
+    return inputs, errors
+
+
+def _plan(site_id: str, devices: list[DeviceInput], mode: str) -> Plan:
+    existing = {
+        identity: (device_id, fp)
+        for device_id, identity, fp in Device.objects.filter(site_id=site_id).values_list(
+            "id", "identity", "fingerprint"
+        )
+    }
+    plan = Plan()
+    incoming = set()
+    for device in devices:
+        incoming.add(device.identity)
+        known = existing.get(device.identity)
+        if known is None:
+            plan.add.append(device)
+        elif known[1] == device.fingerprint or mode == "addOnly":
+            plan.unchanged.append((known[0], device))
+        else:
+            plan.update.append((known[0], device))
+    if mode == "replace":
+        plan.remove = {
+            device_id: identity for identity, (device_id, _) in existing.items() if identity not in incoming
+        }
+    return plan
+
+
+def _agent_rows(device_id: str, device: DeviceInput, reuse: dict[tuple[str, str, int], str]) -> list[Agent]:
+    return [
+        Agent(
+            id=reuse.get((device_id, agent.address, agent.port)) or new_id("agt"),
+            device_id=device_id,
+            address=agent.address,
+            port=agent.port,
+            version=agent.version,
+            config=agent.config,
+            credentials=encrypt_json(agent.secrets),
+            credential_keys=sorted(agent.secrets),
+            is_primary=agent.is_primary,
+        )
+        for agent in device.agents
+    ]
+
+
+def _device_fields(device: DeviceInput) -> dict[str, Any]:
+    return {
+        "identity": device.identity,
+        "sys_name": device.sys_name,
+        "sys_descr": device.sys_descr,
+        "sys_contact": device.sys_contact,
+        "sys_location": device.sys_location,
+        "sys_object_id": device.sys_object_id,
+        "interfaces": device.interfaces,
+        "metadata": device.metadata,
+        "fingerprint": device.fingerprint,
+    }
+
+
+def _write(site_id: str, plan: Plan, version: int, discovered_by: str) -> tuple[list[str], list[str]]:
+    """Apply a plan's adds, updates and removes; returns (added ids, updated ids)."""
+    now = timezone.now()
+    added_ids: list[str] = []
+    new_devices: list[Device] = []
+    agents: list[Agent] = []
+    for device in plan.add:
+        device_id = new_id("dev")
+        added_ids.append(device_id)
+        new_devices.append(
+            Device(
+                id=device_id,
+                site_id=site_id,
+                discovered_at=device.discovered_at or now,
+                last_seen=now,
+                discovered_by=discovered_by,
+                changed_version=version,
+                **_device_fields(device),
+            )
+        )
+        agents.extend(_agent_rows(device_id, device, {}))
+    Device.objects.bulk_create(new_devices, batch_size=_BATCH)
+
+    updated_ids = [device_id for device_id, _ in plan.update]
+    if plan.update:
+        reuse = {
+            (device_id, address, port): agent_id
+            for agent_id, device_id, address, port in Agent.objects.filter(
+                device_id__in=updated_ids
+            ).values_list("id", "device_id", "address", "port")
+        }
+        rows = []
+        for device_id, device in plan.update:
+            row = Device(id=device_id, last_seen=now, changed_version=version, **_device_fields(device))
+            if discovered_by:
+                row.discovered_by = discovered_by
+            rows.append(row)
+            agents.extend(_agent_rows(device_id, device, reuse))
+        fields = [*_device_fields(plan.update[0][1]), "last_seen", "changed_version", "updated_at"]
+        if discovered_by:
+            fields.append("discovered_by")
+        for row in rows:
+            row.updated_at = now
+        for start in range(0, len(updated_ids), _BATCH):
+            Agent.objects.filter(device_id__in=updated_ids[start : start + _BATCH]).delete()
+        Device.objects.bulk_update(rows, fields, batch_size=_BATCH)
+    Agent.objects.bulk_create(agents, batch_size=_BATCH)
+
+    removed = list(plan.remove)
+    for start in range(0, len(removed), _BATCH):
+        chunk = removed[start : start + _BATCH]
+        Agent.objects.filter(device_id__in=chunk).delete()
+        Device.objects.filter(id__in=chunk).delete()
+    return added_ids, updated_ids
+
+
+def _touch(device_ids: Iterable[str]) -> None:
+    """Seen again, unchanged: refresh lastSeen without a new version."""
+    ids = list(device_ids)
+    now = timezone.now()
+    for start in range(0, len(ids), _BATCH):
+        Device.objects.filter(id__in=ids[start : start + _BATCH]).update(last_seen=now)
+
+
+def inventory_import(
+    *,
+    actor: Actor,
+    site_id: str,
+    devices: list[DeviceInput],
+    seeds: list | None = None,
+    mode: str = "merge",
+    source: str = "import",
+    dry_run: bool = False,
+) -> ImportResult:
+    """PUT inventory and import_inventory: all or nothing, one new version at most.
+
+    merge: add new, update changed, keep others; replace: also remove devices and seeds not given;
+    addOnly: only add new. Seeds (discovery.seeds.SeedInput) follow the same mode when given.
+    """
+    from discovery.seeds import seeds_sync  # discovery's seed writes; discovery imports our versioning
+
+    if mode not in MODES:
+        raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
+    with transaction.atomic():
+        change = versioning.change_begin(site_id)
+        plan = _plan(site_id, devices, mode)
+        if dry_run:
+            return ImportResult(
+                version=change.site.inventory_version,
+                changed=plan.changes_devices,
+                added=[d.identity for d in plan.add],
+                updated=[d.identity for _, d in plan.update],
+                unchanged=len(plan.unchanged),
+                removed=list(plan.remove.values()),
+                dry_run=True,
+                plan=plan,
+            )
+        added, updated = _write(site_id, plan, change.new_version, discovered_by="")
+        seed_changes = {"added": [], "updated": [], "removed": []}
+        if seeds is not None:
+            seed_changes = seeds_sync(change=change, seeds=seeds, mode=mode)
+        removed = list(plan.remove)
+        if not (added or updated or removed or any(seed_changes.values())):
+            return ImportResult(
+                version=change.site.inventory_version,
+                changed=False,
+                added=[],
+                updated=[],
+                unchanged=len(plan.unchanged),
+                removed=[],
+                seeds=seed_changes,
+            )
+        version = versioning.change_commit(
+            change,
+            actor=actor,
+            change_type=versioning.FULL_SYNC if mode == "replace" else versioning.BULK_IMPORT,
+            added=added,
+            updated=updated,
+            removed=removed,
+            source=source,
+            triggered_by=str(actor),
+            details={"mode": mode, "seeds": {k: len(v) for k, v in seed_changes.items()}},
+        )
+    return ImportResult(
+        version=version,
+        changed=True,
+        added=added,
+        updated=updated,
+        unchanged=len(plan.unchanged),
+        removed=removed,
+        seeds=seed_changes,
+    )
+
+
+def inventory_add_devices(
+    *,
+    actor: Actor,
+    site_id: str,
+    items: Any,
+    source: str,
+    instance_id: str = "",
+    require_leader: bool = False,
+) -> AddDevicesResult:
+    """POST …/inventory/devices (discovery results): upsert each valid device, report each bad one.
+
+    Unchanged devices get lastSeen refreshed and cause no new version. With require_leader (an
+    instance posting discovery results) only the site's current leader may post: 409 not_leader.
+    """
+    inputs, errors = parse_devices(items)
+    with transaction.atomic():
+        change = versioning.change_begin(site_id)  # the site lock also holds leadership still
+        if (
+            require_leader
+            and not Instance.objects.filter(pk=instance_id, site_id=site_id, is_leader=True).exists()
+        ):
+            raise NotLeader(
+                f"Instance {instance_id or '(none given)'!r} is not the leader of site {site_id!r}."
+            )
+        valid = [device for device in inputs if device is not None]
+        plan = _plan(site_id, valid, "merge")
+        added, updated = _write(site_id, plan, change.new_version, discovered_by=instance_id)
+        _touch(device_id for device_id, _ in plan.unchanged)
+        version = change.site.inventory_version
+        if added or updated:
+            version = versioning.change_commit(
+                change,
+                actor=actor,
+                change_type=versioning.change_type_for(added, updated, []),
+                added=added,
+                updated=updated,
+                removed=[],
+                source=source,
+                triggered_by=instance_id or str(actor),
+            )
+    ids = {device.identity: device_id for device_id, device in zip(added, plan.add, strict=True)}
+    statuses = {device.identity: "added" for device in plan.add}
+    for device_id, device in plan.update:
+        ids[device.identity], statuses[device.identity] = device_id, "updated"
+    for device_id, device in plan.unchanged:
+        ids[device.identity], statuses[device.identity] = device_id, "unchanged"
+    outcomes = []
+    for index, (item, device) in enumerate(zip(items, inputs, strict=True)):
+        if device is None:
+            prefix = f"devices[{index}]"
+            own = {
+                key: value for key, value in errors.items() if key == prefix or key.startswith(prefix + ".")
+            }
+            name = (
+                item.get("sysName")
+                if isinstance(item, dict) and isinstance(item.get("sysName"), str)
+                else None
+            )
+            outcomes.append(DeviceOutcome(id=None, sys_name=name, status="failed", error=own))
+        else:
+            outcomes.append(
+                DeviceOutcome(
+                    id=ids[device.identity],
+                    sys_name=device.sys_name or None,
+                    status=statuses[device.identity],
+                )
+            )
+    return AddDevicesResult(version=version, outcomes=outcomes)
+
+
+def device_delete(*, actor: Actor, site_id: str, device_id: str) -> int:
+    with transaction.atomic():
+        change = versioning.change_begin(site_id)
+        if not Device.objects.filter(pk=device_id, site_id=site_id).exists():
+            raise NotFoundError(f"No device {device_id!r} in site {site_id!r}.")
+        Agent.objects.filter(device_id=device_id).delete()
+        Device.objects.filter(pk=device_id).delete()
+        return versioning.change_commit(
+            change,
+            actor=actor,
+            change_type=versioning.DEVICE_REMOVED,
+            added=[],
+            updated=[],
+            removed=[device_id],
+            source="api",
+            triggered_by=str(actor),
+        )
+
+
+class NotLeader(ApiError):
+    def __init__(self, detail: str):
+        super().__init__(409, "not_leader", detail)
