@@ -213,6 +213,12 @@ def _device_ids(request) -> list[str] | None:
     return ids
 
 
+def _etag_matches(request, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110): W/ prefixes do not matter; * matches."""
+    tags = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
+    return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
+
+
 def _seeds(site: Site, include_credentials: bool) -> list[dict]:
     from discovery.selectors import site_seeds
 
@@ -246,13 +252,13 @@ class InventoryView(ApiView):
         if device_ids is not None:
             variant += hashlib.sha256(",".join(device_ids).encode()).hexdigest()[:16]
         etag = f'"inv-{site.pk}-{site.inventory_version}-{variant}"'
-        if_none_match = request.headers.get("If-None-Match", "")
-        if (known is not None and known >= site.inventory_version) or etag in [
-            tag.strip() for tag in if_none_match.split(",")
-        ]:
+        if (known is not None and known >= site.inventory_version) or _etag_matches(request, etag):
             response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+            del response["Content-Type"]
             response["ETag"] = etag
             return response
+        if include_credentials:
+            selectors.require_decryptable(site)
         head = {"version": site.inventory_version, "updatedAt": iso_z(site.inventory_updated_at)}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, device_ids=device_ids)
         response = StreamingHttpResponse(
@@ -435,6 +441,8 @@ class InventoryChangesView(ApiView):
             .values_list("removed_ids", flat=True)
         ):
             removed.extend(ids)
+        if include_credentials:
+            selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, changed_since=since)
         return StreamingHttpResponse(

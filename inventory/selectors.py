@@ -5,13 +5,36 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from core.crypto import decrypt_json
+from django.db.models import Q
+
+from core.crypto import PREFIX, decrypt_json, key_ring
+from core.errors import ApiError
 from core.snmpconfig import masked, revealed
 from core.timefmt import iso_z
 from inventory.models import Agent, Device
 from sites.models import Site
 
 CHUNK = 2000
+
+
+def require_decryptable(site: Site) -> None:
+    """Before a stream starts: every secret must be under a key of the ring, or the response would
+    break off halfway with a 200 already sent."""
+    from discovery.models import DiscoverySeed
+
+    known = Q()
+    for key_id in key_ring().keys:
+        known |= Q(credentials__startswith=f"{PREFIX}:{key_id}:")
+    if (
+        Agent.objects.filter(device__site=site).exclude(known).exists()
+        or DiscoverySeed.objects.filter(site=site).exclude(known).exists()
+    ):
+        raise ApiError(
+            503,
+            "credentials_unavailable",
+            "Some SNMP secrets are under a key that is not in FIELD_ENCRYPTION_KEYS; ask without "
+            "includeCredentials, or restore the key.",
+        )
 
 
 def agent_representation(agent: Agent, *, include_credentials: bool) -> dict:

@@ -85,12 +85,18 @@ def parse_devices(items: Any, path: str = "devices") -> tuple[list[DeviceInput |
     return inputs, errors
 
 
+# Above this many incoming devices one scan of the site beats IN-lists of identities.
+_SCAN_ABOVE = 5000
+
+
 def _plan(site_id: str, devices: list[DeviceInput], mode: str) -> Plan:
+    rows = Device.objects.filter(site_id=site_id)
+    if mode != "replace" and len(devices) <= _SCAN_ABOVE:
+        # A discovery result of a few devices must not read a 100,000-device site.
+        rows = rows.filter(identity__in=[device.identity for device in devices])
     existing = {
         identity: (device_id, fp)
-        for device_id, identity, fp in Device.objects.filter(site_id=site_id).values_list(
-            "id", "identity", "fingerprint"
-        )
+        for device_id, identity, fp in rows.values_list("id", "identity", "fingerprint")
     }
     plan = Plan()
     incoming = set()

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor, audit_record
+from core.crypto import DecryptionError
 from inventory.promsnmp import (
     FORMATS,
     PromSnmpFileError,
@@ -78,7 +79,12 @@ class Command(BaseCommand):
             raise CommandError(f"{out}: the directory {str(target.parent)!r} does not exist.")
 
         warnings: list[str] = []
-        document = export_document(site, format=format, warnings=warnings)
+        try:
+            document = export_document(site, format=format, warnings=warnings)
+        except DecryptionError as exc:
+            raise CommandError(
+                f"A stored secret does not decrypt ({exc}); is every key of FIELD_ENCRYPTION_KEYS there?"
+            ) from exc
         data = dump_document(document)
         if key is not None:
             data = encrypt_file(data, key)
