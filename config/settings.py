@@ -91,6 +91,9 @@ PUBLIC_WS_URL = os.environ.get("PUBLIC_WS_URL", "")
 HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 30)
 HEARTBEAT_TIMEOUT_SECONDS = env_int("HEARTBEAT_TIMEOUT_SECONDS", 90)
 LEADER_CHECK_INTERVAL_SECONDS = env_int("LEADER_CHECK_INTERVAL_SECONDS", 15)
+# A leader whose event socket closed without a deregister is replaced after this long, unless it
+# reconnected or heartbeated meanwhile (the heartbeat timeout stays the backstop for partitions).
+FAILOVER_GRACE_SECONDS = env_int("FAILOVER_GRACE_SECONDS", 10)
 if HEARTBEAT_TIMEOUT_SECONDS <= HEARTBEAT_INTERVAL_SECONDS:
     raise ImproperlyConfigured("HEARTBEAT_TIMEOUT_SECONDS must be larger than HEARTBEAT_INTERVAL_SECONDS")
 if min(HEARTBEAT_INTERVAL_SECONDS, LEADER_CHECK_INTERVAL_SECONDS) < 1:
@@ -205,6 +208,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 INVENTORY_CHANGE_LOG_RETENTION = env_int("INVENTORY_CHANGE_LOG_RETENTION", 1000)
 MAX_INVENTORY_BODY_BYTES = env_int("MAX_INVENTORY_BODY_BYTES", 64 * 1024 * 1024)
 MAX_SEED_ADDRESSES = env_int("MAX_SEED_ADDRESSES", 65536)
+for _name in (
+    "INVENTORY_CHANGE_LOG_RETENTION",
+    "MAX_INVENTORY_BODY_BYTES",
+    "MAX_SEED_ADDRESSES",
+    "FAILOVER_GRACE_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1")
 
 # Body size: 10 MB for ordinary requests (larger → 413 JSON, see core.middleware).
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024)

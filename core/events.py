@@ -23,6 +23,12 @@ logger = logging.getLogger("promsnmp.events")
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _pending: set[asyncio.Future] = set()  # keeps sends scheduled from async code alive until done
+_sequencer = None  # site id → next event number (registered by the sites app)
+
+
+def set_sequencer(sequencer) -> None:
+    global _sequencer
+    _sequencer = sequencer
 
 
 def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -64,6 +70,9 @@ def _send(group: str, event: dict[str, Any]) -> None:
         return
     message = {"type": "event.message", "event": event}
     try:
+        if _sequencer is not None:
+            # Numbered when sent, not when made: the numbers follow the order of commits.
+            event["seq"] = _sequencer(event["siteId"])
         try:
             asyncio.get_running_loop()
             in_event_loop = True

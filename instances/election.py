@@ -7,7 +7,10 @@ Rules (docs/decisions.md):
 - the healthiest follower is the one with the most recent heartbeat, ties to the earliest registered;
   an instance past HEARTBEAT_TIMEOUT_SECONDS is never chosen;
 - a site without a leader gets one as soon as a live instance registers or heartbeats, and at the
-  latest at the next health check.
+  latest at the next health check;
+- a leader whose event socket closed without a deregister keeps leadership for
+  FAILOVER_GRACE_SECONDS; if it has neither reconnected nor heartbeated by then, the next health
+  check replaces it (previous_leader_unhealthy). A reconnect inside the grace period changes nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core.audit import Actor, audit_record
@@ -54,15 +58,31 @@ def _current_leader(site_id: str) -> Instance | None:
 
 def _healthiest_follower(site_id: str, now: datetime, exclude: Iterable[str] = ()) -> Instance | None:
     return (
-        Instance.objects.filter(site_id=site_id, is_leader=False, last_heartbeat__gte=alive_cutoff(now))
+        Instance.objects.filter(site_id=site_id, is_leader=False)
+        .exclude(_gone(now))
         .exclude(pk__in=list(exclude))
         .order_by("-last_heartbeat", "registered_at", "id")
         .first()
     )
 
 
+def _socket_lost(now: datetime) -> Q:
+    """Its socket closed more than FAILOVER_GRACE_SECONDS ago, and it neither reconnected nor heartbeated."""
+    return (
+        Q(socket_disconnected_at__isnull=False)
+        & Q(socket_disconnected_at__lt=now - timedelta(seconds=settings.FAILOVER_GRACE_SECONDS))
+        & (Q(socket_connected_at__isnull=True) | Q(socket_connected_at__lte=F("socket_disconnected_at")))
+        & Q(last_heartbeat__lte=F("socket_disconnected_at"))
+    )
+
+
+def _gone(now: datetime) -> Q:
+    """Not fit to lead: past the heartbeat timeout, or its socket lost past the grace period."""
+    return Q(last_heartbeat__isnull=True) | Q(last_heartbeat__lt=alive_cutoff(now)) | _socket_lost(now)
+
+
 def _is_alive(instance: Instance, now: datetime) -> bool:
-    return instance.last_heartbeat is not None and instance.last_heartbeat >= alive_cutoff(now)
+    return not Instance.objects.filter(pk=instance.pk).filter(_gone(now)).exists()
 
 
 def _change_leader(
@@ -195,11 +215,11 @@ def _evaluate_site(site_id: str, actor: Actor) -> LeaderChange | None:
 def leader_health_check(*, actor: Actor | None = None) -> list[LeaderChange]:
     """Replace leaders past the heartbeat timeout; give leaderless sites with a live instance a leader."""
     actor = actor or Actor.system("leader-health-check")
-    cutoff = alive_cutoff()
-    stale_leaders = Instance.objects.filter(is_leader=True).filter(
-        Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True)
+    now = timezone.now()
+    stale_leaders = Instance.objects.filter(is_leader=True).filter(_gone(now))
+    leaderless = Site.objects.exclude(instances__is_leader=True).filter(
+        instances__last_heartbeat__gte=alive_cutoff(now)
     )
-    leaderless = Site.objects.exclude(instances__is_leader=True).filter(instances__last_heartbeat__gte=cutoff)
     site_ids = set(stale_leaders.values_list("site_id", flat=True)) | set(
         leaderless.values_list("id", flat=True)
     )

@@ -36,6 +36,9 @@ class Instance(models.Model):
     # The config version the instance reports having, and the last one the manager handed it.
     config_version = models.PositiveIntegerField(null=True, blank=True)
     config_version_sent = models.PositiveIntegerField(null=True, blank=True)
+    # The event socket: when it last opened and last closed (closed after opened = no socket now).
+    socket_connected_at = models.DateTimeField(null=True, blank=True)
+    socket_disconnected_at = models.DateTimeField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

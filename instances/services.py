@@ -7,10 +7,13 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 
 from core.audit import Actor, audit_record
+from core.authentication import token_lookup
 from core.errors import NotFoundError
 from core.ids import new_id
+from core.models import Scope
 from instances import election
 from instances.models import Instance, ReportedStatus
 from sites.models import Site
@@ -156,3 +159,53 @@ def instance_deregister(*, actor: Actor, instance_id: str) -> DeregisterResult:
         details={"hostname": instance.hostname, "wasLeader": change is not None},
     )
     return DeregisterResult(was_leader=change is not None, new_leader_id=change.leader_id if change else None)
+
+
+@dataclass(frozen=True)
+class SocketGrant:
+    instance_id: str
+    site_id: str
+
+
+class SocketRefused(Exception):
+    """Why a socket may not open: close code 4401 (bad token) or 4403 (wrong site or instance)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
+    """An instance token of that instance's site (or unbound), or an admin token."""
+    if not token:
+        raise SocketRefused(4401, "A token is required (?token= or Authorization: Bearer).")
+    try:
+        api_token = token_lookup(token)
+    except AuthenticationFailed as exc:
+        raise SocketRefused(4401, str(exc.detail)) from exc
+    scopes = set(api_token.scopes)
+    if Scope.ADMIN not in scopes and Scope.INSTANCE not in scopes:
+        raise SocketRefused(4403, "The event socket needs an instance or admin token.")
+    instance = Instance.objects.filter(pk=instance_id).only("id", "site_id").first() if instance_id else None
+    if instance is None:
+        raise SocketRefused(4403, f"No instance {instance_id!r}; register first.")
+    if api_token.site_id and api_token.site_id != instance.site_id:
+        raise SocketRefused(4403, f"This token is bound to site {api_token.site_id!r}.")
+    return SocketGrant(instance_id=instance.id, site_id=instance.site_id)
+
+
+def instance_socket_opened(*, instance_id: str) -> None:
+    """A socket opened: a sign of life, and it ends any failover grace period."""
+    now = timezone.now()
+    Instance.objects.filter(pk=instance_id).update(socket_connected_at=now, last_heartbeat=now)
+
+
+def instance_socket_closed(*, instance_id: str) -> None:
+    """A socket closed without a deregister: the failover grace period starts (instances/election.py)."""
+    Instance.objects.filter(pk=instance_id).update(socket_disconnected_at=timezone.now())
+
+
+def instance_seen(*, instance_id: str) -> None:
+    """A ping on the socket counts as a sign of life, like a heartbeat."""
+    Instance.objects.filter(pk=instance_id).update(last_heartbeat=timezone.now())

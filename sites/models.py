@@ -53,6 +53,8 @@ class Site(models.Model):
 
     # Fencing token: increments on every leadership change (instances/election.py).
     leader_term = models.PositiveBigIntegerField(default=0)
+    # Numbers the site's events (`seq`), so an instance can tell it missed one.
+    event_seq = models.PositiveBigIntegerField(default=0)
 
     # Inventory bookkeeping, kept on the site row so that lists and register stay O(1) per site;
     # the inventory and discovery services update them in the transaction that changes the data.

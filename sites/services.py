@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
@@ -118,3 +118,14 @@ def site_delete(*, actor: Actor, site_id: str) -> None:
         site_id=site_id,
         details={"label": label},
     )
+
+
+def site_next_event_seq(site_id: str) -> int | None:
+    """The next event number of a site, allocated atomically by the database (None: no such site)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE sites SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq",
+            [site_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None

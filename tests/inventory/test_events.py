@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from sites.models import Site
 from tests.inventory.test_inventory_api import (
     ISO_Z,
     OTHER,
@@ -62,7 +63,9 @@ def only_event(layer, channel: str) -> dict:
 
 
 def assert_inventory_updated(event: dict, *, change_type: str, device_ids: list[str], source: str, by: str):
-    assert set(event) == {"type", "timestamp", "siteId", "payload"}
+    assert set(event) == {"type", "timestamp", "siteId", "payload", "seq"}
+    # seq numbers the site's events in commit order
+    assert event["seq"] == Site.objects.get(pk=SITE).event_seq
     assert event["type"] == "inventory_updated"
     assert ISO_Z.match(event["timestamp"])
     assert event["siteId"] == SITE
