@@ -203,6 +203,12 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# Discovery runs: a pending run (no leader) and a dispatched one time out after these; the sweep that
+# times them out and dispatches pending runs runs this often.
+DISCOVERY_PENDING_TIMEOUT_SECONDS = env_int("DISCOVERY_PENDING_TIMEOUT_SECONDS", 3600)
+DISCOVERY_RUN_TIMEOUT_SECONDS = env_int("DISCOVERY_RUN_TIMEOUT_SECONDS", 7200)
+DISCOVERY_SWEEP_INTERVAL_SECONDS = env_int("DISCOVERY_SWEEP_INTERVAL_SECONDS", 60)
+
 # Inventory: change-log entries kept per site (older `since` → 410 Gone, the client fetches in full),
 # the largest PUT inventory body, and the most addresses one discovery seed may cover.
 INVENTORY_CHANGE_LOG_RETENTION = env_int("INVENTORY_CHANGE_LOG_RETENTION", 1000)

@@ -4,8 +4,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
 from discovery import api as discovery_api
+from discovery import runs_api as discovery_runs_api
 from instances import api as instances_api
 from inventory import api as inventory_api
+from inventory import refresh_api as inventory_refresh_api
 from sites import api as sites_api
 
 
@@ -39,6 +41,22 @@ api_v1 = [
         "sites/<str:site_id>/discovery-seeds/<str:seed_id>",
         discovery_api.SeedDetailView.as_view(),
         "seed-detail",
+    ),
+    *v1(
+        "sites/<str:site_id>/discovery-seeds/<str:seed_id>/run",
+        discovery_runs_api.SeedRunView.as_view(),
+        "seed-run",
+    ),
+    *v1("sites/<str:site_id>/discovery-runs", discovery_runs_api.RunListView.as_view(), "discovery-runs"),
+    *v1(
+        "sites/<str:site_id>/discovery-runs/<str:run_id>",
+        discovery_runs_api.RunDetailView.as_view(),
+        "discovery-run",
+    ),
+    *v1(
+        "sites/<str:site_id>/refresh-inventory",
+        inventory_refresh_api.RefreshInventoryView.as_view(),
+        "refresh-inventory",
     ),
     *v1("instances/register", instances_api.RegisterView.as_view(), "instance-register"),
     *v1("instances/<str:instance_id>/heartbeat", instances_api.HeartbeatView.as_view(), "instance-heartbeat"),

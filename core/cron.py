@@ -86,16 +86,25 @@ def _normalize_field(text: str, spec: _Field) -> str:
         if step is not None and int(step) < 1:
             raise CronError(f"{spec.name}: step must be at least 1")
         if base in ("*", "?"):
-            normalized = "*"
+            parts.append(f"*/{step}" if step else "*")  # beat reads "*/n" as Spring does
+            continue
         elif "-" in base:
             low_text, high_text = base.split("-", 1)
             low, high = _value(low_text, spec), _value(high_text, spec)
             if low > high:
                 raise CronError(f"{spec.name}: range {low}-{high} runs backwards")
-            normalized = _range(low, high, spec)
         else:
-            normalized = _range(*(2 * [_value(base, spec)]), spec)
-        parts.append(f"{normalized}/{step}" if step else normalized)
+            low = _value(base, spec)
+            # Spring's "n/step" runs from n to the field's end; a bare "n" is just n.
+            high = (6 if spec.name == "day of week" and low < 7 else spec.high) if step else low
+        if step is None:
+            parts.append(_range(low, high, spec))
+        else:
+            # Beat has no "n/step": write the numbers out (Sunday 7 → 0).
+            values = sorted(
+                {0 if (spec.name == "day of week" and v == 7) else v for v in range(low, high + 1, int(step))}
+            )
+            parts.append(",".join(map(str, values)))
     return ",".join(parts)
 
 

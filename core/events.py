@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -69,17 +69,23 @@ def _send(group: str, event: dict[str, Any]) -> None:
     if layer is None:
         return
     message = {"type": "event.message", "event": event}
-    try:
+
+    async def numbered_send():
+        # Numbered when sent, not when made: the numbers follow the order of commits.
         if _sequencer is not None:
-            # Numbered when sent, not when made: the numbers follow the order of commits.
-            event["seq"] = _sequencer(event["siteId"])
+            event["seq"] = await sync_to_async(_sequencer)(event["siteId"])
+        await layer.group_send(group, message)
+
+    try:
         try:
             asyncio.get_running_loop()
             in_event_loop = True
         except RuntimeError:
             in_event_loop = False
+        if not in_event_loop and _sequencer is not None:
+            event["seq"] = _sequencer(event["siteId"])
         if in_event_loop:
-            task = asyncio.ensure_future(layer.group_send(group, message))
+            task = asyncio.ensure_future(numbered_send())
             _pending.add(task)
             task.add_done_callback(_pending.discard)
         elif (

@@ -23,6 +23,7 @@ from core.ids import new_id
 from core.snmpconfig import parse_snmp_credentials
 from core.validation import storable, strict_int
 from discovery.models import DiscoverySeed
+from discovery.schedules import seed_schedule_remove, seed_schedule_sync, seeds_schedule_sync
 from discovery.targets import Target, count_addresses, parse_target
 from inventory.versioning import FULL_SYNC, ChangeSet, change_begin, change_commit
 
@@ -259,6 +260,9 @@ def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[
         removed = [seed.id for name, seed in existing.items() if name not in given]
         if removed:
             DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
+    updated_ids = set(updated)
+    touched = added + [seed for seed in existing.values() if seed.id in updated_ids]
+    seeds_schedule_sync(seeds=touched, timezone=site.timezone, removed_ids=removed)
     return {"added": [seed.id for seed in added], "updated": updated, "removed": removed}
 
 
@@ -294,6 +298,7 @@ def seed_create(*, actor: Actor, site_id: str, seed: SeedInput) -> DiscoverySeed
             row.save(force_insert=True)
     except IntegrityError as exc:  # a write that did not take the site lock
         raise _duplicate(seed.name, site_id) from exc
+    seed_schedule_sync(row)
     _commit(change, actor=actor, result={"added": [row.id], "updated": [], "removed": []}, name=row.name)
     return row
 
@@ -316,6 +321,7 @@ def seed_update(*, actor: Actor, site_id: str, seed_id: str, seed: SeedInput) ->
             row.save()
     except IntegrityError as exc:
         raise _duplicate(seed.name, site_id) from exc
+    seed_schedule_sync(row)
     _commit(change, actor=actor, result={"added": [], "updated": [row.id], "removed": []}, name=row.name)
     return row
 
@@ -325,4 +331,5 @@ def seed_delete(*, actor: Actor, site_id: str, seed_id: str) -> None:
     change = change_begin(site_id)
     row = _seed_in(site_id, seed_id)
     row.delete()
+    seed_schedule_remove(seed_id)
     _commit(change, actor=actor, result={"added": [], "updated": [], "removed": [seed_id]}, name=row.name)

@@ -23,6 +23,7 @@ MAX_FRAME_BYTES = 65536
 class InstanceEventsConsumer(AsyncWebsocketConsumer):
     instance_id: str | None = None
     site_id: str | None = None
+    opened_at = None
     groups: list[str] = []
 
     async def connect(self):
@@ -55,7 +56,9 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        await database_sync_to_async(services.instance_socket_opened)(instance_id=grant.instance_id)
+        self.opened_at = await database_sync_to_async(services.instance_socket_opened)(
+            instance_id=grant.instance_id
+        )
 
     def _bearer(self) -> str:
         for name, value in self.scope.get("headers", []):
@@ -69,7 +72,9 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.instance_id:
-            await database_sync_to_async(services.instance_socket_closed)(instance_id=self.instance_id)
+            await database_sync_to_async(services.instance_socket_closed)(
+                instance_id=self.instance_id, opened_at=self.opened_at
+            )
 
     async def event_message(self, message):
         """An event published to one of our groups (core.events)."""

@@ -16,7 +16,7 @@ Rules (docs/decisions.md):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,6 +50,25 @@ class LeaderChange:
     previous_leader_id: str | None
     reason: str
     term: int
+
+
+LeaderListener = Callable[[LeaderChange], None]
+_listeners: list[LeaderListener] = []
+
+
+def on_leader_change(callback: LeaderListener) -> None:
+    """Call `callback(change)` after the commit of every leadership change (apps register in ready(),
+    so election imports none of them). A failing listener is logged; it never undoes the change."""
+    if callback not in _listeners:
+        _listeners.append(callback)
+
+
+def _notify_listeners(change: LeaderChange) -> None:
+    for callback in list(_listeners):
+        try:
+            callback(change)
+        except Exception:
+            logger.exception("leader-change listener %r failed for site %s", callback, change.site_id)
 
 
 def _current_leader(site_id: str) -> Instance | None:
@@ -148,6 +167,7 @@ def _change_leader(
                 "leaderTerm": change.term,
             },
         )
+    transaction.on_commit(lambda: _notify_listeners(change))
     logger.info(
         "leader of %s: %s → %s (%s, term %s)",
         site.pk,

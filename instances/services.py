@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -195,15 +196,20 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
     return SocketGrant(instance_id=instance.id, site_id=instance.site_id)
 
 
-def instance_socket_opened(*, instance_id: str) -> None:
-    """A socket opened: a sign of life, and it ends any failover grace period."""
+def instance_socket_opened(*, instance_id: str) -> datetime:
+    """A socket opened: a sign of life, and it ends any failover grace period. Returns when."""
     now = timezone.now()
     Instance.objects.filter(pk=instance_id).update(socket_connected_at=now, last_heartbeat=now)
+    return now
 
 
-def instance_socket_closed(*, instance_id: str) -> None:
-    """A socket closed without a deregister: the failover grace period starts (instances/election.py)."""
-    Instance.objects.filter(pk=instance_id).update(socket_disconnected_at=timezone.now())
+def instance_socket_closed(*, instance_id: str, opened_at: datetime | None = None) -> None:
+    """A socket closed without a deregister: the failover grace period starts (instances/election.py),
+    unless a newer socket of the instance opened meanwhile (a reconnect that beat the old close)."""
+    rows = Instance.objects.filter(pk=instance_id)
+    if opened_at is not None:
+        rows = rows.filter(socket_connected_at__lte=opened_at)
+    rows.update(socket_disconnected_at=timezone.now())
 
 
 def instance_seen(*, instance_id: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -140,7 +142,16 @@ AddDevicesIn = schema(
         "devices": DeviceIn(many=True),
         "source": serializers.ChoiceField(list(SOURCES), default="api"),
         "instanceId": serializers.CharField(required=False),
-        "seedId": serializers.CharField(required=False),
+        "seedId": serializers.CharField(
+            required=False,
+            help_text="Without runId: the results belong to the newest active run of this seed dispatched "
+            "to instanceId, if any.",
+        ),
+        "runId": serializers.CharField(
+            required=False,
+            help_text="The discovery run these results belong to: its counts follow them, and the "
+            "instance the run was dispatched to may post them even if it is no longer the leader.",
+        ),
     },
 )
 AddDevicesOut = schema(
@@ -180,6 +191,21 @@ INCLUDE_CREDENTIALS = OpenApiParameter(
     bool,
     description="Reveal SNMP secrets (admin tokens and the site's instance tokens).",
 )
+
+
+async def _async_chunks(chunks):
+    """A sync iterator as an async one, each step in the thread the view ran in (its DB connection)."""
+    step = sync_to_async(next, thread_sensitive=True)
+    while (chunk := await step(chunks, None)) is not None:
+        yield chunk
+
+
+def _json_stream(request, chunks) -> StreamingHttpResponse:
+    """Under ASGI (daphne) Django collects a sync iterator into a list before sending anything (the whole
+    document in memory, no byte out until the last one is made): give it an async iterator there."""
+    if isinstance(getattr(request, "_request", request), ASGIRequest):
+        chunks = _async_chunks(iter(chunks))
+    return StreamingHttpResponse(chunks, content_type="application/json")
 
 
 def _site(request, site_id: str) -> Site:
@@ -261,11 +287,11 @@ class InventoryView(ApiView):
             selectors.require_decryptable(site)
         head = {"version": site.inventory_version, "updatedAt": iso_z(site.inventory_updated_at)}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, device_ids=device_ids)
-        response = StreamingHttpResponse(
+        response = _json_stream(
+            request,
             selectors.stream_json_document(
                 head, {"devices": devices, "discoverySeeds": _seeds(site, include_credentials)}
             ),
-            content_type="application/json",
         )
         response["ETag"] = etag
         response["Cache-Control"] = "private, no-cache"
@@ -346,10 +372,17 @@ class InventoryDevicesView(ApiView):
         instance_id = body.get("instanceId") or ""
         if not isinstance(instance_id, str) or len(instance_id) > 64:
             errors["instanceId"] = ["An instance id."]
+        ties = {}
+        for name in ("runId", "seedId"):
+            value = body.get(name) or ""
+            if not isinstance(value, str) or len(value) > 64:
+                errors[name] = ["A string of at most 64 characters."]
+            ties[name] = value
         if errors:
             raise InvalidInput(errors)
         principal = principal_of(request)
-        # Instances post discovery results; only the site's leader may.
+        # Instances post discovery results; only the site's leader may (or the instance a run named by
+        # runId was dispatched to).
         is_instance = Scope.INSTANCE in principal.scopes and not principal.is_admin
         result = services.inventory_add_devices(
             actor=self.actor(),
@@ -358,6 +391,8 @@ class InventoryDevicesView(ApiView):
             source=source,
             instance_id=instance_id,
             require_leader=is_instance,
+            run_id=ties["runId"],
+            seed_id=ties["seedId"],
         )
         return Response(
             {
@@ -445,7 +480,8 @@ class InventoryChangesView(ApiView):
             selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, changed_since=since)
-        return StreamingHttpResponse(
+        return _json_stream(
+            request,
             selectors.stream_json_document(
                 head,
                 {
@@ -454,5 +490,4 @@ class InventoryChangesView(ApiView):
                     "discoverySeeds": _seeds(site, include_credentials),
                 },
             ),
-            content_type="application/json",
         )

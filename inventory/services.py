@@ -289,26 +289,46 @@ def inventory_add_devices(
     source: str,
     instance_id: str = "",
     require_leader: bool = False,
+    run_id: str = "",
+    seed_id: str = "",
 ) -> AddDevicesResult:
     """POST …/inventory/devices (discovery results): upsert each valid device, report each bad one.
 
     Unchanged devices get lastSeen refreshed and cause no new version. With require_leader (an
-    instance posting discovery results) only the site's current leader may post: 409 not_leader.
+    instance posting discovery results) only the site's current leader may post: 409 not_leader;
+    or, with a runId, an instance the run was dispatched to, leader or no longer. The run named by
+    runId (or found by seedId, discovery.runs.run_for_results) counts the results.
     """
     inputs, errors = parse_devices(items)
     with transaction.atomic():
         change = versioning.change_begin(site_id)  # the site lock also holds leadership still
+        run = None
+        if run_id or seed_id:
+            from discovery import runs  # discovery imports our versioning; resolved at call time
+
+            run = runs.run_for_results(
+                site_id=site_id,
+                run_id=run_id,
+                seed_id=seed_id,
+                instance_id=instance_id if require_leader else "",
+            )
         if (
             require_leader
+            and not (run is not None and runs.run_may_post(run, instance_id))
             and not Instance.objects.filter(pk=instance_id, site_id=site_id, is_leader=True).exists()
         ):
             raise NotLeader(
-                f"Instance {instance_id or '(none given)'!r} is not the leader of site {site_id!r}."
+                f"Instance {instance_id or '(none given)'!r} is not the leader of site {site_id!r}"
+                + (f" and run {run_id!r} was never dispatched to it." if run_id else ".")
             )
         valid = [device for device in inputs if device is not None]
         plan = _plan(site_id, valid, "merge")
         added, updated = _write(site_id, plan, change.new_version, discovered_by=instance_id)
         _touch(device_id for device_id, _ in plan.unchanged)
+        if run is not None:
+            runs.run_record_results(
+                run, added=len(added), updated=len(updated), unchanged=len(plan.unchanged)
+            )
         version = change.site.inventory_version
         if added or updated:
             version = versioning.change_commit(

@@ -10,12 +10,15 @@ from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
 from core.events import publish, site_group
 from sites.models import CONFIG_DEFAULTS, CONFIG_FIELDS, Site
+from sites.schedules import site_schedule_sync, site_schedules_remove
 
 PROFILE_FIELDS = ("label", "description", "address", "latitude", "longitude")
 CONFIG_MODEL_FIELDS = tuple(CONFIG_FIELDS.values())
 _WIRE_NAME = {field: wire for wire, field in CONFIG_FIELDS.items()}
 # The instance-side name where it differs from the site's (docs/protocol.md).
 _INSTANCE_NAME = {"timezone": "discoveryTimezone"}
+# The fields the site's beat entry is made of (sites/schedules.py).
+SCHEDULE_FIELDS = {"discovery_cron", "timezone", "discovery_enabled"}
 
 
 def site_get_locked(site_id: str) -> Site:
@@ -43,6 +46,7 @@ def site_create(*, actor: Actor, site_id: str, values: dict[str, Any]) -> Site:
             site = Site.objects.create(id=site_id, **full_representation(values))
     except IntegrityError as exc:  # a concurrent create of the same id
         raise ConflictError("already_exists", f"Site {site_id!r} already exists.") from exc
+    site_schedule_sync(site)
     audit_record(
         actor=actor,
         action="site_created",
@@ -75,6 +79,8 @@ def site_update(*, actor: Actor, site_id: str, values: dict[str, Any], partial: 
     if config_changes:
         site.config_version += 1
     site.save()
+    if changed.keys() & SCHEDULE_FIELDS:
+        site_schedule_sync(site)
 
     audit_record(
         actor=actor,
@@ -110,6 +116,7 @@ def site_delete(*, actor: Actor, site_id: str) -> None:
     site = site_get_locked(site_id)
     label = site.label
     site.delete()  # instances, tokens bound to it, inventory: ON DELETE CASCADE
+    site_schedules_remove(site_id)  # its beat entries: the site's and its seeds'
     audit_record(
         actor=actor,
         action="site_deleted",

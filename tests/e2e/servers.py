@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -72,9 +73,18 @@ def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd:
     try:
         wait_ready(base_url, process, log_path)
         yield base_url, process
+    except BaseException:
+        # A failing test shows what the server said (pytest prints captured stderr with the failure).
+        print(f"--- server log ({base_url}) ---\n{log_path.read_text()[-6000:]}", file=sys.stderr)
+        raise
     finally:
         stop(process)
         log_path.unlink(missing_ok=True)
+
+
+def websocket_url(base_url: str, instance_id: str, token: str) -> str:
+    """The event socket of a server started by serve(), for one instance."""
+    return f"ws{base_url.removeprefix('http')}/api/v1/ws?instanceId={instance_id}&token={token}"
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -85,3 +95,60 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+class EventSocket:
+    """A real WebSocket client (the `websockets` package) on an instance's event socket.
+
+    Every frame read is kept in `frames` as (arrival time on time.monotonic(), frame); the client reads in
+    a background thread, so an arrival time is at most the moment the test looked.
+    """
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        self.connection = connect(url, open_timeout=10, close_timeout=2, max_size=None, legacy=True)
+        self.frames: list[tuple[float, dict]] = []
+        self._taken: set[int] = set()
+
+    def receive(self, timeout: float) -> dict | None:
+        """The next frame, or None when none came within `timeout` seconds."""
+        try:
+            text = self.connection.recv(timeout=timeout)
+        except TimeoutError:
+            return None
+        frame = json.loads(text)
+        self.frames.append((time.monotonic(), frame))
+        return frame
+
+    def wait_for(self, event_type: str, timeout: float) -> tuple[dict, float]:
+        """The first frame of that type not returned before, and when it arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, (arrived, frame) in enumerate(self.frames):
+                if index not in self._taken and frame.get("type") == event_type:
+                    self._taken.add(index)
+                    return frame, arrived
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {event_type} within {timeout:.1f} s; got {[f for _, f in self.frames][-6:]}"
+                )
+            self.receive(min(remaining, 0.1))
+
+    def listen(self, seconds: float) -> list[dict]:
+        """Everything that arrives during the next `seconds`."""
+        deadline, got = time.monotonic() + seconds, []
+        while (remaining := deadline - time.monotonic()) > 0:
+            frame = self.receive(min(remaining, 0.1))
+            if frame is not None:
+                got.append(frame)
+        return got
+
+    def ping(self) -> dict:
+        self.connection.send(json.dumps({"type": "ping", "payload": {}}))
+        pong, _ = self.wait_for("pong", 10)
+        return pong
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,0 +1,223 @@
+"""Discovery runs API: trigger (one seed, or several), list and get runs.
+
+POST …/discovery-seeds/{seedId}/run  → 202 {status, runId, estimatedTargets, leaderInstance}
+POST …/discovery-runs {seedIds?}     → 202 the same, with seedIds
+GET  …/discovery-runs                → {discoveryRuns, total}, newest first
+GET  …/discovery-runs/{runId}        → the run
+(… = /api/v1/sites/{siteId})
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
+from core.errors import InvalidInput, NotFoundError
+from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
+from core.timefmt import iso_z
+from discovery import runs
+from discovery.models import DiscoveryRun, RunStatus
+from sites.models import Site
+
+STARTED = "started"
+PENDING = "pending"
+
+
+_TRIGGER_FIELDS = {
+    "status": serializers.ChoiceField(
+        [STARTED, PENDING],
+        help_text="started: sent to the site's leader; pending: no leader online, sent when one appears.",
+    ),
+    "runId": serializers.CharField(),
+    "estimatedTargets": serializers.IntegerField(help_text="Addresses the seeds cover (a /24 counts 256)."),
+    "leaderInstance": serializers.CharField(allow_null=True, help_text="null while pending."),
+}
+TriggerOut = schema(
+    "DiscoveryRunTriggered",
+    {
+        **_TRIGGER_FIELDS,
+        "seedIds": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="The seeds of the run (POST discovery-runs only).",
+        ),
+    },
+)
+TriggerManyIn = schema(
+    "DiscoveryRunRequest",
+    {
+        "seedIds": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            allow_null=True,
+            help_text="The seeds to run (1 to 1000); left out or null: every enabled seed of the site.",
+        )
+    },
+)
+RunOut = schema(
+    "DiscoveryRun",
+    {
+        "runId": serializers.CharField(),
+        "seedId": serializers.CharField(help_text="The first of seedIds (the spec's single seed)."),
+        "seedIds": serializers.ListField(child=serializers.CharField()),
+        "status": serializers.ChoiceField(RunStatus.values),
+        "startedAt": serializers.DateTimeField(allow_null=True),
+        "completedAt": serializers.DateTimeField(allow_null=True),
+        "targetsScanned": serializers.IntegerField(),
+        "devicesFound": serializers.IntegerField(),
+        "devicesNew": serializers.IntegerField(),
+        "devicesUpdated": serializers.IntegerField(),
+        "errors": serializers.IntegerField(),
+        "errorDetail": serializers.CharField(allow_null=True),
+        "triggeredBy": serializers.ChoiceField(list(runs.TRIGGERS)),
+        "leaderInstance": serializers.CharField(
+            allow_null=True, help_text="The instance the run is dispatched to; null while pending."
+        ),
+        "estimatedTargets": serializers.IntegerField(),
+        "createdAt": serializers.DateTimeField(),
+        "dispatchedAt": serializers.DateTimeField(allow_null=True),
+    },
+)
+RunListOut = schema(
+    "DiscoveryRunList", {"discoveryRuns": RunOut(many=True), "total": serializers.IntegerField()}
+)
+STATUS_PARAM = OpenApiParameter(
+    "status", str, description="Only runs in this status (comma-separated for several)."
+)
+
+
+def run_representation(run: DiscoveryRun) -> dict:
+    return {
+        "runId": run.pk,
+        "seedId": run.seed_ids[0] if run.seed_ids else None,
+        "seedIds": list(run.seed_ids),
+        "status": run.status,
+        "startedAt": iso_z(run.started_at),
+        "completedAt": iso_z(run.completed_at),
+        "targetsScanned": run.targets_scanned,
+        "devicesFound": run.devices_found,
+        "devicesNew": run.devices_new,
+        "devicesUpdated": run.devices_updated,
+        "errors": run.errors,
+        "errorDetail": run.error_detail or None,
+        "triggeredBy": run.triggered_by,
+        "leaderInstance": run.dispatched_to or None,
+        "estimatedTargets": run.targets_estimated,
+        "createdAt": iso_z(run.created_at),
+        "dispatchedAt": iso_z(run.dispatched_at),
+    }
+
+
+def _triggered(run: DiscoveryRun) -> dict:
+    return {
+        "status": PENDING if run.status == RunStatus.PENDING else STARTED,
+        "runId": run.pk,
+        "estimatedTargets": run.targets_estimated,
+        "leaderInstance": run.dispatched_to or None,
+    }
+
+
+def _site_or_404(site_id: str) -> None:
+    if not Site.objects.filter(pk=site_id).exists():
+        raise NotFoundError(f"No site {site_id!r}.")
+
+
+def _statuses(request) -> list[str] | None:
+    raw = request.query_params.get("status")
+    if raw is None or raw == "":
+        return None
+    values = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [value for value in values if value not in RunStatus.values]
+    if bad or not values:
+        raise InvalidInput({"status": [f"One or more of {', '.join(RunStatus.values)}."]})
+    return values
+
+
+class SeedRunView(ApiView):
+    allowed_scopes = {"POST": WRITERS}
+
+    @extend_schema(
+        operation_id="discovery_seed_run",
+        summary="Run a discovery seed now (202; pending until the site has a leader)",
+        request=None,
+        responses={202: TriggerOut, **error_responses(401, 403, 404, 409)},
+        tags=["discovery"],
+    )
+    def post(self, request, site_id: str, seed_id: str):
+        require_site_access(request, site_id)
+        run = runs.run_start(
+            actor=self.actor(), site_id=site_id, seed_ids=[seed_id], triggered_by=runs.MANUAL
+        )
+        return Response(_triggered(run), status=status.HTTP_202_ACCEPTED)
+
+
+class RunListView(ApiView):
+    allowed_scopes = {"GET": READERS | INSTANCES, "POST": WRITERS}
+
+    @extend_schema(
+        operation_id="discovery_runs_list",
+        summary="A site's discovery runs, newest first",
+        parameters=[STATUS_PARAM, LIMIT_PARAM, OFFSET_PARAM],
+        responses={200: RunListOut, **error_responses(400, 401, 403, 404)},
+        tags=["discovery"],
+    )
+    def get(self, request, site_id: str):
+        require_site_access(request, site_id)
+        limit, offset = page_params(request.query_params)
+        statuses = _statuses(request)
+        _site_or_404(site_id)
+        queryset = DiscoveryRun.objects.filter(site_id=site_id)
+        if statuses:
+            queryset = queryset.filter(status__in=statuses)
+        total = queryset.count()
+        page = queryset.order_by("-created_at", "-id")[offset : offset + limit]
+        return Response({"discoveryRuns": [run_representation(run) for run in page], "total": total})
+
+    @extend_schema(
+        operation_id="discovery_runs_create",
+        summary="Run several seeds (or every enabled seed) of the site as one run (202)",
+        request=TriggerManyIn,
+        responses={202: TriggerOut, **error_responses(*BODY_ERRORS, 404, 409)},
+        tags=["discovery"],
+    )
+    def post(self, request, site_id: str):
+        require_site_access(request, site_id)
+        body = request.data if request.data is not None else {}
+        if not isinstance(body, dict):
+            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        seed_ids = body.get("seedIds")
+        if seed_ids is not None:
+            if not isinstance(seed_ids, list) or not seed_ids:
+                raise InvalidInput(
+                    {"seedIds": ["A non-empty list of seed ids, or null for every enabled seed."]}
+                )
+            bad = {
+                f"seedIds[{index}]": ["A seed id."]
+                for index, value in enumerate(seed_ids)
+                if not isinstance(value, str) or not value or len(value) > 64
+            }
+            if bad:
+                raise InvalidInput(bad)
+        _site_or_404(site_id)
+        run = runs.run_start(actor=self.actor(), site_id=site_id, seed_ids=seed_ids, triggered_by=runs.MANUAL)
+        return Response({**_triggered(run), "seedIds": list(run.seed_ids)}, status=status.HTTP_202_ACCEPTED)
+
+
+class RunDetailView(ApiView):
+    allowed_scopes = {"GET": READERS | INSTANCES}
+
+    @extend_schema(
+        operation_id="discovery_runs_retrieve",
+        summary="One discovery run's status and counts",
+        responses={200: RunOut, **error_responses(401, 403, 404)},
+        tags=["discovery"],
+    )
+    def get(self, request, site_id: str, run_id: str):
+        require_site_access(request, site_id)
+        run = DiscoveryRun.objects.filter(site_id=site_id, pk=run_id).first()
+        if run is None:
+            _site_or_404(site_id)
+            raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
+        return Response(run_representation(run))

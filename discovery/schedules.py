@@ -1,0 +1,127 @@
+"""A seed's own schedule as a django-celery-beat entry, in its site's timezone.
+
+"seed-discovery:<seedId>" runs "discovery.scheduled_seed_run" with [siteId, seedId]. It exists only
+while the seed has a schedule and is enabled only while the seed is. The site's discoveryEnabled is
+the master switch of scheduled discovery, checked when an entry fires (`scheduled_run_allowed`): the
+sites app may not import discovery, so it cannot re-derive seed entries when that switch moves, and
+a seed entry that stays as the seed says needs no repair when the site's discovery is switched back
+on (docs/decisions.md). The site's timezone is applied to these entries by sites.schedules, which
+re-times every entry of the site (core.schedules' convention: the site id is the first argument).
+
+Called by discovery.seeds inside the transaction of every seed write, and by sync_schedules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+
+from core.schedules import crontab_for, ensure_interval_task, ensure_periodic_task, remove_periodic_tasks
+from discovery.models import DiscoverySeed
+from sites.models import Site
+from sites.schedules import SITE_ENTRY_PREFIX, site_entry_name, site_schedule_sync
+
+log = logging.getLogger(__name__)
+
+SEED_ENTRY_PREFIX = "seed-discovery:"
+SEED_TASK = "discovery.scheduled_seed_run"
+
+
+def seed_entry_name(seed_id: str) -> str:
+    return f"{SEED_ENTRY_PREFIX}{seed_id}"
+
+
+def seeds_schedule_sync(
+    *, seeds: Iterable[DiscoverySeed], timezone: str, removed_ids: Iterable[str] = ()
+) -> dict[str, int]:
+    """Bring the entries of these seeds (all of one site, in `timezone`) in line, and remove the
+    entries of `removed_ids`. Idempotent; one delete query for all the seeds without a schedule, so
+    that a PUT inventory adding thousands of unscheduled seeds stays cheap. → {"ensured", "removed"}."""
+    crontabs: dict[str, CrontabSchedule] = {}
+    unscheduled = [seed_entry_name(seed_id) for seed_id in removed_ids]
+    ensured = 0
+    for seed in seeds:
+        if not seed.schedule:
+            unscheduled.append(seed_entry_name(seed.pk))
+            continue
+        if seed.schedule not in crontabs:
+            crontabs[seed.schedule] = crontab_for(seed.schedule, timezone)
+        ensure_periodic_task(
+            name=seed_entry_name(seed.pk),
+            task=SEED_TASK,
+            crontab=crontabs[seed.schedule],
+            args=[seed.site_id, seed.pk],
+            enabled=seed.enabled,
+            description=f"Scheduled discovery of seed {seed.name!r} of site {seed.site_id} ({timezone}).",
+        )
+        ensured += 1
+    return {"ensured": ensured, "removed": remove_periodic_tasks(unscheduled)}
+
+
+def seed_schedule_sync(seed: DiscoverySeed) -> None:
+    timezone = Site.objects.values_list("timezone", flat=True).get(pk=seed.site_id)
+    seeds_schedule_sync(seeds=[seed], timezone=timezone)
+
+
+def seed_schedule_remove(seed_id: str) -> None:
+    remove_periodic_tasks([seed_entry_name(seed_id)])
+
+
+def scheduled_run_allowed(site_id: str, seed_id: str | None = None) -> bool:
+    """Whether a beat entry that just fired should start a run: the site still exists with discovery
+    enabled and, for a seed's entry, the seed still belongs to it, is enabled and has a schedule."""
+    if not Site.objects.filter(pk=site_id, discovery_enabled=True).exists():
+        log.info("scheduled discovery of site %s skipped: no such site or its discovery is disabled", site_id)
+        return False
+    if seed_id is not None and not (
+        DiscoverySeed.objects.filter(pk=seed_id, site_id=site_id, enabled=True).exclude(schedule="").exists()
+    ):
+        log.info("scheduled discovery of seed %s skipped: no such enabled, scheduled seed", seed_id)
+        return False
+    return True
+
+
+@transaction.atomic
+def discovery_schedules_sync() -> dict[str, int | bool]:
+    """Repair every discovery entry (sync_schedules): each site's, each scheduled seed's, and remove
+    "site-discovery:*" / "seed-discovery:*" entries whose site or seed is gone. Idempotent."""
+    before = PeriodicTasks.last_change()
+    sites = list(Site.objects.order_by("pk"))
+    wanted: set[str] = set()
+    seed_entries = removed = 0
+    for site in sites:
+        site_schedule_sync(site)
+        wanted.add(site_entry_name(site.pk))
+        seeds = list(DiscoverySeed.objects.filter(site=site).order_by("pk"))
+        counts = seeds_schedule_sync(seeds=seeds, timezone=site.timezone)
+        seed_entries += counts["ensured"]
+        removed += counts["removed"]  # entries of seeds that have no schedule
+        wanted.update(seed_entry_name(seed.pk) for seed in seeds if seed.schedule)
+    for prefix in (SITE_ENTRY_PREFIX, SEED_ENTRY_PREFIX):
+        for entry in PeriodicTask.objects.filter(name__startswith=prefix):
+            if entry.name not in wanted:
+                entry.delete()  # its site or seed is gone
+                removed += 1
+    return {
+        "sites": len(sites),
+        "sitesEnabled": sum(site.discovery_enabled for site in sites),
+        "seeds": seed_entries,
+        "removed": removed,
+        "changed": PeriodicTasks.last_change() != before,
+    }
+
+
+RUNS_SWEEP_TASK_NAME = "discovery-runs-sweep"
+
+
+def runs_sweep_schedule_sync():
+    """The sweep that times runs out and dispatches pending ones: every DISCOVERY_SWEEP_INTERVAL_SECONDS."""
+    return ensure_interval_task(
+        name=RUNS_SWEEP_TASK_NAME,
+        task="discovery.runs_sweep",
+        seconds=settings.DISCOVERY_SWEEP_INTERVAL_SECONDS,
+    )
