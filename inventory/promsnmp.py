@@ -2,7 +2,7 @@
 
 A PromSNMP instance keeps its whole inventory in one JSON file, `{"devices": [...], "discoverySeeds":
 [...]}`, often encrypted: base64(12-byte IV || AES-GCM ciphertext with its 16-byte tag), keyed with the
-raw bytes of PROM_ENCRYPT_KEY (../shared/fixtures/promsnmp/README.md).
+raw bytes of PROM_ENCRYPT_KEY (tests/fixtures/promsnmp/README.md).
 
 - `decrypt_file` / `encrypt_file`: that encryption.
 - `read_document` / `load_document`: file bytes → (format, document); plain or encrypted, the format

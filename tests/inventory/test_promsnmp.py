@@ -34,9 +34,9 @@ from inventory.selectors import iter_devices
 from sites.models import Site
 from tests.openapi import assert_matches_schema
 
-# The fixtures live beside the repository (…/shared next to …/main), wherever it is cloned.
+# The sample PromSNMP files, copied from shared/fixtures/promsnmp so a clone tests on its own.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "promsnmp"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "promsnmp"
 FIXTURE_KEY = "fixture-key-0016"
 PLAIN, WITH_KEY, WITH_DEFAULT_KEY = (
     "inventory.json",
@@ -93,8 +93,8 @@ def fixture(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_file():
         pytest.fail(
-            f"PromSNMP fixture {path} is missing: the repository expects shared/fixtures/promsnmp beside "
-            f"its root ({REPO_ROOT})."
+            f"PromSNMP fixture {path} is missing: the repository keeps them in tests/fixtures/promsnmp "
+            f"(copied from shared/fixtures/promsnmp; repository root {REPO_ROOT})."
         )
     return path
 
@@ -301,9 +301,7 @@ def manual(sites, tmp_path):
 # --- the file format -------------------------------------------------------------------------------
 
 
-def test_fixtures_are_found_beside_the_repository():
-    beside = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "promsnmp"
-    assert beside == FIXTURES
+def test_fixtures_are_in_the_repository():
     for name in SOURCES:
         assert fixture(name).stat().st_size > 1000
 
