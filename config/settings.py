@@ -219,6 +219,9 @@ for _name in (
     "MAX_INVENTORY_BODY_BYTES",
     "MAX_SEED_ADDRESSES",
     "FAILOVER_GRACE_SECONDS",
+    "DISCOVERY_PENDING_TIMEOUT_SECONDS",
+    "DISCOVERY_RUN_TIMEOUT_SECONDS",
+    "DISCOVERY_SWEEP_INTERVAL_SECONDS",
 ):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1")

@@ -76,3 +76,14 @@ def test_a_malformed_key_ring_stops_start_up_with_a_check_error(tmp_path):
     )
     assert no_id.returncode != 0
     assert "core.E001" in no_id.stderr
+
+
+def test_sizes_intervals_and_timeouts_must_be_at_least_one(tmp_path):
+    for name in (
+        "DISCOVERY_SWEEP_INTERVAL_SECONDS",
+        "INVENTORY_CHANGE_LOG_RETENTION",
+        "FAILOVER_GRACE_SECONDS",
+    ):
+        result = run_check({"VAR_DIR": str(tmp_path), name: "0"})
+        assert result.returncode != 0
+        assert f"{name} must be at least 1" in result.stderr
