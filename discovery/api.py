@@ -13,7 +13,7 @@ from core.permissions import INSTANCES, READERS, WRITERS, credentials_allowed, r
 from core.snmpconfig import AUTH_PROTOCOLS, PRIV_PROTOCOLS, SECURITY_LEVELS
 from discovery import seeds, selectors
 from discovery.models import DiscoverySeed
-from sites.models import Site
+from sites.selectors import site_get
 
 INCLUDE_CREDENTIALS_PARAM = OpenApiParameter(
     "includeCredentials",
@@ -130,11 +130,6 @@ SeedListOut = schema(
 )
 
 
-def _site_or_404(site_id: str) -> None:
-    if not Site.objects.filter(pk=site_id).exists():
-        raise NotFoundError(f"No site {site_id!r}.")
-
-
 def _parsed_body(request) -> seeds.SeedInput:
     seed, errors = seeds.parse_seed(request.data)
     if errors:
@@ -159,7 +154,7 @@ class SeedListView(ApiView):
         require_site_access(request, site_id)
         include = credentials_allowed(request)
         limit, offset = page_params(request.query_params)
-        _site_or_404(site_id)
+        site_get(site_id)
         total = DiscoverySeed.objects.filter(site_id=site_id).count()
         items = selectors.site_seeds(site_id, include_credentials=include, limit=limit, offset=offset)
         return Response({"discoverySeeds": items, "total": total})
@@ -175,7 +170,7 @@ class SeedListView(ApiView):
     def post(self, request, site_id: str):
         require_site_access(request, site_id)
         include = credentials_allowed(request)
-        _site_or_404(site_id)
+        site_get(site_id)
         seed = seeds.seed_create(actor=self.actor(), site_id=site_id, seed=_parsed_body(request))
         return Response(
             selectors.seed_representation(seed, include_credentials=include), status=status.HTTP_201_CREATED
@@ -197,7 +192,7 @@ class SeedDetailView(ApiView):
         include = credentials_allowed(request)
         seed = DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).first()
         if seed is None:
-            _site_or_404(site_id)
+            site_get(site_id)
             raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
         return Response(selectors.seed_representation(seed, include_credentials=include))
 
@@ -212,7 +207,7 @@ class SeedDetailView(ApiView):
     def put(self, request, site_id: str, seed_id: str):
         require_site_access(request, site_id)
         include = credentials_allowed(request)
-        _site_or_404(site_id)
+        site_get(site_id)
         if not DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).exists():
             raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
         data = request.data

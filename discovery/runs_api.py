@@ -19,7 +19,7 @@ from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
 from core.timefmt import iso_z
 from discovery import runs
 from discovery.models import DiscoveryRun, RunStatus
-from sites.models import Site
+from sites.selectors import site_get
 
 STARTED = "started"
 PENDING = "pending"
@@ -119,11 +119,6 @@ def _triggered(run: DiscoveryRun) -> dict:
     }
 
 
-def _site_or_404(site_id: str) -> None:
-    if not Site.objects.filter(pk=site_id).exists():
-        raise NotFoundError(f"No site {site_id!r}.")
-
-
 def _statuses(request) -> list[str] | None:
     raw = request.query_params.get("status")
     if raw is None or raw == "":
@@ -167,7 +162,7 @@ class RunListView(ApiView):
         require_site_access(request, site_id)
         limit, offset = page_params(request.query_params)
         statuses = _statuses(request)
-        _site_or_404(site_id)
+        site_get(site_id)
         queryset = DiscoveryRun.objects.filter(site_id=site_id)
         if statuses:
             queryset = queryset.filter(status__in=statuses)
@@ -200,7 +195,7 @@ class RunListView(ApiView):
             }
             if bad:
                 raise InvalidInput(bad)
-        _site_or_404(site_id)
+        site_get(site_id)
         run = runs.run_start(actor=self.actor(), site_id=site_id, seed_ids=seed_ids, triggered_by=runs.MANUAL)
         return Response({**_triggered(run), "seedIds": list(run.seed_ids)}, status=status.HTTP_202_ACCEPTED)
 
@@ -218,6 +213,6 @@ class RunDetailView(ApiView):
         require_site_access(request, site_id)
         run = DiscoveryRun.objects.filter(site_id=site_id, pk=run_id).first()
         if run is None:
-            _site_or_404(site_id)
+            site_get(site_id)
             raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
         return Response(run_representation(run))

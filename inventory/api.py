@@ -27,6 +27,7 @@ from core.timefmt import iso_z
 from inventory import selectors, services, versioning
 from inventory.models import InventoryChange
 from sites.models import Site
+from sites.selectors import site_get
 
 SOURCES = ("discovery", "manual", "import", "api")
 
@@ -210,10 +211,7 @@ def _json_stream(request, chunks) -> StreamingHttpResponse:
 
 def _site(request, site_id: str) -> Site:
     require_site_access(request, site_id)
-    site = Site.objects.filter(pk=site_id).first()
-    if site is None:
-        raise NotFoundError(f"No site {site_id!r}.")
-    return site
+    return site_get(site_id)
 
 
 def _int_param(request, name: str, *, required: bool = False) -> int | None:

@@ -191,13 +191,6 @@ def _detail(site_id: str) -> dict:
     return selectors.site_detail(site)
 
 
-def _site_or_404(site_id: str) -> Site:
-    site = Site.objects.filter(pk=site_id).first()
-    if site is None:
-        raise NotFoundError(f"No site {site_id!r}.")
-    return site
-
-
 # --- views -----------------------------------------------------------------------------------------
 
 
@@ -251,7 +244,7 @@ class SiteDetailView(ApiView):
 
     def _update(self, request, site_id: str, partial: bool):
         require_site_access(request, site_id)
-        _site_or_404(site_id)
+        selectors.site_get(site_id)
         data = self.validated(SitePatchIn if partial else SiteUpdateIn)
         if "id" in data and data["id"] != site_id:
             raise InvalidInput({"id": ["A site's id cannot change; it must equal the path's id."]})
@@ -301,5 +294,5 @@ class SiteConfigView(ApiView):
     )
     def get(self, request, site_id: str):
         require_site_access(request, site_id)
-        site = _site_or_404(site_id)
+        site = selectors.site_get(site_id)
         return Response({"configVersion": site.config_version, "config": selectors.instance_config(site)})

@@ -9,12 +9,21 @@ from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from core.errors import NotFoundError
 from core.liveness import HEALTHY, OFFLINE, liveness
 from core.timefmt import iso_z
 from sites.models import Site
 
 SITE_HEALTHY, SITE_DEGRADED, SITE_OFFLINE = "healthy", "degraded", "offline"
 INSTANCE_FIELDS = ("id", "site_id", "hostname", "is_leader", "last_heartbeat", "version", "reported_status")
+
+
+def site_get(site_id: str) -> Site:
+    """The site, or a 404 (NotFoundError) for every API that takes a site id in its path."""
+    site = Site.objects.filter(pk=site_id).first()
+    if site is None:
+        raise NotFoundError(f"No site {site_id!r}.")
+    return site
 
 
 def sites_with_instances(queryset: QuerySet[Site] | None = None) -> QuerySet[Site]:
