@@ -299,26 +299,7 @@ def _agent_from_promsnmp(data: Any, path: str, errors: _Errors) -> Any:
             )
         )
     else:
-        level = data.get("securityLevel")
-        if not _is_int(level) or level not in _LEVEL_FROM_NUMBER:
-            errors.add(
-                f"{path}.securityLevel",
-                "An SNMP4J security level: 1 (noAuthNoPriv), 2 (authNoPriv) or 3 (authPriv).",
-            )
-        else:
-            agent["securityLevel"] = _LEVEL_FROM_NUMBER[level]
-        agent.update(
-            _without_nulls(
-                {
-                    "securityName": data.get("securityName"),
-                    "authProtocol": _protocol(data.get("authProtocol")),
-                    "authPassphrase": data.get("authPassphrase"),
-                    "privProtocol": _protocol(data.get("privProtocol")),
-                    "privPassphrase": data.get("privPassphrase"),
-                    "engineId": data.get("engineId"),
-                }
-            )
-        )
+        agent.update(_usm_from_promsnmp(data, path, errors, with_engine_id=True))
     agent.update(_without_nulls({"timeout": data.get("timeout"), "retries": data.get("retries")}))
     return agent
 
@@ -401,6 +382,30 @@ def seed_name(seed_id: Any, seed: dict[str, Any]) -> str:
     return f"{SEED_NAME_PREFIX}{hashlib.sha256(basis.encode()).hexdigest()[:12]}"
 
 
+def _usm_from_promsnmp(data: dict, path: str, errors: _Errors, *, with_engine_id: bool) -> dict[str, Any]:
+    """SNMP v3 (USM) settings of a PromSNMP agent or seed → the manager's names (seeds have no engineId)."""
+    usm: dict[str, Any] = {}
+    level = data.get("securityLevel")
+    if not _is_int(level) or level not in _LEVEL_FROM_NUMBER:
+        errors.add(
+            f"{path}.securityLevel",
+            "An SNMP4J security level: 1 (noAuthNoPriv), 2 (authNoPriv) or 3 (authPriv).",
+        )
+    else:
+        usm["securityLevel"] = _LEVEL_FROM_NUMBER[level]
+    fields = {
+        "securityName": data.get("securityName"),
+        "authProtocol": _protocol(data.get("authProtocol")),
+        "authPassphrase": data.get("authPassphrase"),
+        "privProtocol": _protocol(data.get("privProtocol")),
+        "privPassphrase": data.get("privPassphrase"),
+    }
+    if with_engine_id:
+        fields["engineId"] = data.get("engineId")
+    usm.update(_without_nulls(fields))
+    return usm
+
+
 def _seed_from_promsnmp(data: Any, path: str, errors: _Errors) -> Any:
     if not isinstance(data, dict):
         return data  # parse_seed: "Expected an object."
@@ -417,25 +422,7 @@ def _seed_from_promsnmp(data: Any, path: str, errors: _Errors) -> Any:
         errors.add(f"{path}.agentType", f"A {version_text} seed has agentType {_TYPE_FOR_VERSION[version]}.")
     config: dict[str, Any] = {"version": version}
     if version == 3:
-        level = data.get("securityLevel")
-        if not _is_int(level) or level not in _LEVEL_FROM_NUMBER:
-            errors.add(
-                f"{path}.securityLevel",
-                "An SNMP4J security level: 1 (noAuthNoPriv), 2 (authNoPriv) or 3 (authPriv).",
-            )
-        else:
-            config["securityLevel"] = _LEVEL_FROM_NUMBER[level]
-        config.update(
-            _without_nulls(
-                {
-                    "securityName": data.get("securityName"),
-                    "authProtocol": _protocol(data.get("authProtocol")),
-                    "authPassphrase": data.get("authPassphrase"),
-                    "privProtocol": _protocol(data.get("privProtocol")),
-                    "privPassphrase": data.get("privPassphrase"),
-                }
-            )
-        )
+        config.update(_usm_from_promsnmp(data, path, errors, with_engine_id=False))
     elif data.get("readCommunity") is not None:
         config["readCommunity"] = data["readCommunity"]
     seed["snmpConfig"] = config
