@@ -3,9 +3,15 @@
 A run goes pending → dispatched → running → completed | failed | timed_out.
 - Triggered with a live leader, it is dispatched at once: `run_discovery {runId, seedIds, triggeredBy}` to
   the leader's own group (`instance.<id>`). Without one it waits as pending.
+- A seed is in one active run at a time: a trigger naming (or, site-wide, choosing) a seed that is in
+  a pending, dispatched or running run is refused (409 run_in_progress; a schedule skips).
+- A live leader is instances.election's (`live_leader`): within the heartbeat timeout and no socket
+  lost past FAILOVER_GRACE_SECONDS. A leader the next health check replaces gets no run.
 - Every leadership change (instances/election.py's listeners) and the periodic sweep call
   `runs_dispatch_pending`: pending runs go to the current leader, and runs dispatched to an instance that
   is no longer the leader go again to the new one (same runId), or back to pending when there is none.
+- When the leader's event socket opens (instances.services' listeners), `runs_resend_to` sends its
+  dispatched, not yet running runs again: the first send may have reached no socket.
 - Only the instance a run is dispatched to reports its progress and completion (socket frames); the
   results themselves (POST …/inventory/devices with runId) may come from any instance the run was ever
   dispatched to, since an old leader may still hold the results of its scan.
@@ -32,9 +38,9 @@ from core.audit import Actor, audit_record
 from core.errors import ConflictError, InvalidInput, NotFoundError
 from core.events import instance_group, publish
 from core.ids import new_id
-from core.liveness import alive_cutoff
 from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun, DiscoverySeed, RunStatus
 from discovery.selectors import estimated_targets
+from instances.election import live_leader, live_leaders
 from instances.frames import FrameRejected
 from instances.models import Instance
 from sites.models import Site
@@ -59,11 +65,26 @@ def run_timeout_seconds() -> int:
     return settings.DISCOVERY_RUN_TIMEOUT_SECONDS
 
 
-def _live_leader(site_id: str, now: datetime) -> Instance | None:
-    return (
-        Instance.objects.filter(site_id=site_id, is_leader=True, last_heartbeat__gte=alive_cutoff(now))
-        .only("id", "site_id")
-        .first()
+class RunInProgress(ConflictError):
+    """409 run_in_progress: a seed of the trigger is already in an active (pending, dispatched or running)
+    run. Like a second click on "run" in Fleet or NetBox: refused, and the answer names the run."""
+
+    def __init__(self, *, seed_id: str, run: DiscoveryRun):
+        super().__init__(
+            "run_in_progress",
+            f"Discovery seed {seed_id!r} is already in run {run.pk!r} ({run.status}); "
+            "run it again when that run has ended.",
+        )
+        self.run_id = run.pk
+        self.seed_id = seed_id
+
+
+def _send_run_discovery(run: DiscoveryRun, site_id: str) -> None:
+    publish(
+        group=instance_group(run.dispatched_to),
+        event_type="run_discovery",
+        site_id=site_id,
+        payload={"runId": run.pk, "seedIds": list(run.seed_ids), "triggeredBy": run.triggered_by},
     )
 
 
@@ -89,12 +110,7 @@ def _dispatch(run: DiscoveryRun, leader: Instance, site: Site, now: datetime) ->
             "targets_scanned",
         ]
     )
-    publish(
-        group=instance_group(leader.pk),
-        event_type="run_discovery",
-        site_id=site.pk,
-        payload={"runId": run.pk, "seedIds": list(run.seed_ids), "triggeredBy": run.triggered_by},
-    )
+    _send_run_discovery(run, site.pk)
     logger.info(
         "discovery run %s %sdispatched to %s",
         run.pk,
@@ -125,13 +141,26 @@ def _seeds_for(site_id: str, seed_ids: list[str] | None) -> list[DiscoverySeed]:
     return [found[seed_id] for seed_id in wanted]
 
 
+def _refuse_busy_seeds(site_id: str, seeds: list[DiscoverySeed]) -> None:
+    """RunInProgress when one of the seeds is in an active run. The caller holds the site lock, which
+    every run_start takes first: two triggers of the same seed cannot both pass."""
+    wanted = {seed.pk for seed in seeds}
+    active = DiscoveryRun.objects.filter(site_id=site_id, status__in=ACTIVE_RUN_STATUSES)
+    # In Python, not with a JSON containment lookup: SQLite (the embedded default) has none.
+    for run in active.only("id", "seed_ids", "status").order_by("created_at", "id"):
+        busy = [seed_id for seed_id in run.seed_ids if seed_id in wanted]
+        if busy:
+            raise RunInProgress(seed_id=busy[0], run=run)
+
+
 def run_start(*, actor: Actor, site_id: str, seed_ids: list[str] | None, triggered_by: str) -> DiscoveryRun:
     """Create a run of the given seeds (None: every enabled seed of the site) and dispatch it to the
     site's live leader, or leave it pending until there is one.
 
     404 for an unknown site or a seed not in the site; 409 seed_disabled for a disabled seed named
     explicitly, no_enabled_seeds when None finds none, discovery_disabled when the site's
-    discoveryEnabled is false.
+    discoveryEnabled is false, run_in_progress (RunInProgress) when one of the seeds is already in a
+    pending, dispatched or running run.
     """
     if triggered_by not in TRIGGERS:
         raise ValueError(f"triggered_by must be one of {TRIGGERS}, not {triggered_by!r}")
@@ -140,6 +169,7 @@ def run_start(*, actor: Actor, site_id: str, seed_ids: list[str] | None, trigger
         if not site.discovery_enabled:
             raise ConflictError("discovery_disabled", f"Discovery is disabled for site {site_id!r}.")
         seeds = _seeds_for(site_id, seed_ids)
+        _refuse_busy_seeds(site_id, seeds)
         run = DiscoveryRun.objects.create(
             id=new_id("run"),
             site=site,
@@ -149,7 +179,7 @@ def run_start(*, actor: Actor, site_id: str, seed_ids: list[str] | None, trigger
             triggered_by=triggered_by,
             requested_by=str(actor)[:255],
         )
-        leader = _live_leader(site_id, timezone.now())
+        leader = live_leader(site_id, timezone.now())
         if leader is not None:
             _dispatch(run, leader, site, timezone.now())
         audit_record(
@@ -170,6 +200,42 @@ def run_start(*, actor: Actor, site_id: str, seed_ids: list[str] | None, trigger
     return run
 
 
+def _follow_leadership(site: Site, now: datetime, *, resend_to: str = "") -> list[DiscoveryRun]:
+    """Pending runs to the site's live leader; runs dispatched to an instance that is no longer the
+    leader to the new one (or back to pending when the site has none); with `resend_to` (the live
+    leader), runs dispatched to it that it has not started are sent again. The caller holds the site
+    lock. Returns the runs sent."""
+    current = Instance.objects.filter(site_id=site.pk, is_leader=True).values_list("id", flat=True).first()
+    leader = live_leader(site.pk, now)
+    sent = []
+    runs = DiscoveryRun.objects.select_for_update().filter(site_id=site.pk, status__in=ACTIVE_RUN_STATUSES)
+    for run in runs.order_by("created_at", "id"):
+        if run.status == RunStatus.PENDING:
+            if leader is not None:
+                _dispatch(run, leader, site, now)
+                sent.append(run)
+        elif run.dispatched_to != current:
+            if leader is not None:
+                _dispatch(run, leader, site, now)
+                sent.append(run)
+            else:
+                # Its leader is gone and there is no live one: wait like a new run.
+                run.status, run.dispatched_to = RunStatus.PENDING, ""
+                run.save(update_fields=["status", "dispatched_to"])
+        elif resend_to and run.dispatched_to == resend_to and run.status == RunStatus.DISPATCHED:
+            # The same dispatch delivered again: no new dispatch (count, time, history, term stay),
+            # so the run timeout still counts from the dispatch and a flapping socket cannot extend it.
+            _send_run_discovery(run, site.pk)
+            logger.info(
+                "discovery run %s sent again to %s (its socket opened)",
+                run.pk,
+                resend_to,
+                extra={"siteId": site.pk, "runId": run.pk},
+            )
+            sent.append(run)
+    return sent
+
+
 def runs_dispatch_pending(*, site_id: str) -> list[DiscoveryRun]:
     """Pending runs to the site's live leader; runs dispatched to an instance that is no longer the
     leader to the new one (or back to pending when the site has none). Returns the runs (re)dispatched."""
@@ -178,34 +244,41 @@ def runs_dispatch_pending(*, site_id: str) -> list[DiscoveryRun]:
             site = site_get_locked(site_id)
         except NotFoundError:
             return []  # deleted meanwhile
+        return _follow_leadership(site, timezone.now())
+
+
+def runs_resend_to(*, instance_id: str) -> list[DiscoveryRun]:
+    """The instance's event socket opened. If it is its site's live leader, every run dispatched to it
+    and not started (status dispatched) is sent run_discovery again, same runId, seedIds and
+    triggeredBy: the first send may have gone to its group while no socket listened (a socket down
+    inside the failover grace period). Waiting runs are handed to it as the sweep would. Returns the
+    runs sent. A running run is not sent again: the leader has it."""
+    leading = Instance.objects.filter(pk=instance_id, is_leader=True)
+    site_id = leading.values_list("site_id", flat=True).first()
+    active = DiscoveryRun.objects.filter(site_id=site_id, status__in=ACTIVE_RUN_STATUSES)
+    if site_id is None or not active.exists():
+        # A follower, or nothing to send: no site lock (every socket of the fleet reopens after a restart).
+        return []
+    with transaction.atomic():
+        try:
+            site = site_get_locked(site_id)
+        except NotFoundError:
+            return []
         now = timezone.now()
-        current = (
-            Instance.objects.filter(site_id=site_id, is_leader=True).values_list("id", flat=True).first()
-        )
-        leader = _live_leader(site_id, now)
-        dispatched = []
-        runs = DiscoveryRun.objects.select_for_update().filter(
-            site_id=site_id, status__in=ACTIVE_RUN_STATUSES
-        )
-        for run in runs.order_by("created_at", "id"):
-            if run.status == RunStatus.PENDING:
-                if leader is not None:
-                    _dispatch(run, leader, site, now)
-                    dispatched.append(run)
-            elif run.dispatched_to != current:
-                if leader is not None:
-                    _dispatch(run, leader, site, now)
-                    dispatched.append(run)
-                else:
-                    # Its leader is gone and there is no live one: wait like a new run.
-                    run.status, run.dispatched_to = RunStatus.PENDING, ""
-                    run.save(update_fields=["status", "dispatched_to"])
-        return dispatched
+        leader = live_leader(site_id, now)
+        if leader is None or leader.pk != instance_id:
+            return []  # deposed meanwhile: the leadership change moves its runs
+        return _follow_leadership(site, now, resend_to=instance_id)
 
 
 def on_leader_change(change) -> None:
     """instances.election listener (after commit): the runs follow the leadership."""
     runs_dispatch_pending(site_id=change.site_id)
+
+
+def on_socket_opened(instance_id: str) -> None:
+    """instances.services listener (after the socket joined its groups): what it missed comes again."""
+    runs_resend_to(instance_id=instance_id)
 
 
 def _finish(run: DiscoveryRun, status: str, now: datetime) -> None:
@@ -285,7 +358,7 @@ def runs_sweep() -> SweepResult:
     site_ids = sorted(
         set(
             DiscoveryRun.objects.filter(status__in=ACTIVE_RUN_STATUSES)
-            .filter(site__instances__is_leader=True, site__instances__last_heartbeat__gte=alive_cutoff(now))
+            .filter(site_id__in=live_leaders(now).values("site_id"))
             .values_list("site_id", flat=True)
         )
     )

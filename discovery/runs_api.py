@@ -9,11 +9,20 @@ GET  …/discovery-runs/{runId}        → the run
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
+from core.api import (
+    BODY_ERRORS,
+    LIMIT_PARAM,
+    OFFSET_PARAM,
+    ApiView,
+    ErrorSerializer,
+    error_responses,
+    page_params,
+    schema,
+)
 from core.errors import InvalidInput, NotFoundError
 from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
 from core.timefmt import iso_z
@@ -83,6 +92,28 @@ RunOut = schema(
 RunListOut = schema(
     "DiscoveryRunList", {"discoveryRuns": RunOut(many=True), "total": serializers.IntegerField()}
 )
+# The trigger's 409s, run_in_progress among them (a seed runs once at a time).
+TRIGGER_CONFLICT = {
+    409: OpenApiResponse(
+        ErrorSerializer,
+        description=(
+            "seed_disabled: a seed named is disabled; no_enabled_seeds: no seed named and none enabled; "
+            "discovery_disabled: the site's discoveryEnabled is false; run_in_progress: a seed is already "
+            "in a pending, dispatched or running run, which the detail names (nothing is started)."
+        ),
+        examples=[
+            OpenApiExample(
+                "run_in_progress",
+                value={
+                    "error": "run_in_progress",
+                    "detail": "Discovery seed 'seed_001' is already in run 'run_abc123' (running); "
+                    "run it again when that run has ended.",
+                    "fields": {},
+                },
+            )
+        ],
+    )
+}
 STATUS_PARAM = OpenApiParameter(
     "status", str, description="Only runs in this status (comma-separated for several)."
 )
@@ -137,7 +168,7 @@ class SeedRunView(ApiView):
         operation_id="discovery_seed_run",
         summary="Run a discovery seed now (202; pending until the site has a leader)",
         request=None,
-        responses={202: TriggerOut, **error_responses(401, 403, 404, 409)},
+        responses={202: TriggerOut, **error_responses(401, 403, 404), **TRIGGER_CONFLICT},
         tags=["discovery"],
     )
     def post(self, request, site_id: str, seed_id: str):
@@ -174,7 +205,7 @@ class RunListView(ApiView):
         operation_id="discovery_runs_create",
         summary="Run several seeds (or every enabled seed) of the site as one run (202)",
         request=TriggerManyIn,
-        responses={202: TriggerOut, **error_responses(*BODY_ERRORS, 404, 409)},
+        responses={202: TriggerOut, **error_responses(*BODY_ERRORS, 404), **TRIGGER_CONFLICT},
         tags=["discovery"],
     )
     def post(self, request, site_id: str):

@@ -19,6 +19,14 @@ def _scheduled_run(site_id: str, seed_ids: list[str] | None) -> str | None:
         run = runs.run_start(
             actor=Actor.system(SCHEDULER), site_id=site_id, seed_ids=seed_ids, triggered_by="scheduled"
         )
+    except runs.RunInProgress as exc:  # the previous run of these seeds is still going: skip this one
+        log.info(
+            "scheduled discovery of site %s skipped: %s",
+            site_id,
+            exc,
+            extra={"siteId": site_id, "runId": exc.run_id},
+        )
+        return None
     except (ConflictError, NotFoundError) as exc:  # changed since the entry fired; nothing to run
         log.info("scheduled discovery of site %s skipped: %s", site_id, exc)
         return None

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from core.audit import Actor, audit_record
@@ -102,6 +102,20 @@ def _gone(now: datetime) -> Q:
 
 def _is_alive(instance: Instance, now: datetime) -> bool:
     return not Instance.objects.filter(pk=instance.pk).filter(_gone(now)).exists()
+
+
+# --- read-only: the one definition of a live leader, for other apps (discovery) ----------------------
+
+
+def live_leaders(now: datetime | None = None) -> QuerySet[Instance]:
+    """Leaders the health check would keep: within the heartbeat timeout and not past the failover
+    grace period of a lost socket. Read-only; a leader not in it is replaced at the next check."""
+    return Instance.objects.filter(is_leader=True).exclude(_gone(now or timezone.now()))
+
+
+def live_leader(site_id: str, now: datetime | None = None) -> Instance | None:
+    """The site's leader if it is live (see live_leaders), else None; no lock is taken."""
+    return live_leaders(now).filter(site_id=site_id).first()
 
 
 def _change_leader(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,8 @@ from instances import election
 from instances.models import Instance, ReportedStatus
 from sites.models import Site
 from sites.services import site_get_locked
+
+logger = logging.getLogger("promsnmp.instances")
 
 
 @dataclass(frozen=True)
@@ -196,10 +200,31 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
     return SocketGrant(instance_id=instance.id, site_id=instance.site_id)
 
 
+SocketListener = Callable[[str], None]
+_socket_listeners: list[SocketListener] = []
+
+
+def on_socket_opened(callback: SocketListener) -> None:
+    """Call `callback(instance_id)` after an instance's event socket opened (and joined its groups), so
+    that what was sent while it had none can be sent again. Apps register in ready(), so instances
+    imports none of them. A failing listener is logged; the socket stays open."""
+    if callback not in _socket_listeners:
+        _socket_listeners.append(callback)
+
+
+def _notify_socket_opened(instance_id: str) -> None:
+    for callback in list(_socket_listeners):
+        try:
+            callback(instance_id)
+        except Exception:
+            logger.exception("socket-opened listener %r failed for instance %s", callback, instance_id)
+
+
 def instance_socket_opened(*, instance_id: str) -> datetime:
     """A socket opened: a sign of life, and it ends any failover grace period. Returns when."""
     now = timezone.now()
-    Instance.objects.filter(pk=instance_id).update(socket_connected_at=now, last_heartbeat=now)
+    if Instance.objects.filter(pk=instance_id).update(socket_connected_at=now, last_heartbeat=now):
+        transaction.on_commit(lambda: _notify_socket_opened(instance_id))
     return now
 
 

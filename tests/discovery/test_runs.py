@@ -341,17 +341,19 @@ def test_post_discovery_runs_with_several_seeds(site, admin_api, register):
         "leaderInstance": leader,
         "seedIds": [edge, core],  # repeats dropped, order kept
     }
-    everything = ok(admin_api.post(RUNS, {}, format="json"), "POST", RUNS, 202)
-    assert everything["seedIds"] == [core, edge]
     got = get_run(admin_api, body["runId"])
     assert got["seedId"] == edge and got["seedIds"] == [edge, core]
+    runs.run_complete(instance_id=leader, run_id=body["runId"], status="completed", counts={}, errors=0)
+    everything = ok(admin_api.post(RUNS, {}, format="json"), "POST", RUNS, 202)
+    assert everything["seedIds"] == [core, edge]
 
 
 # --- frames through the real consumer ---------------------------------------------------------------
 
 
 def socket_session(token: str, instance_id: str, frames: list[dict]) -> list[dict]:
-    """Connect, send each frame followed by a ping, and return what came back before each pong."""
+    """Connect, send each frame followed by a ping, and return what came back before each pong, but
+    run_discovery: a leader's socket that opens gets its dispatched runs again (test_runs_guards.py)."""
     from config.asgi import application
 
     async def session():
@@ -368,7 +370,8 @@ def socket_session(token: str, instance_id: str, frames: list[dict]) -> list[dic
                 reply = json.loads(await communicator.receive_from(timeout=5))
                 if reply["type"] == "pong":
                     break
-                answers.append(reply)
+                if reply["type"] != "run_discovery":
+                    answers.append(reply)
         await communicator.disconnect()
         return answers
 
@@ -600,9 +603,10 @@ def test_pending_and_dispatched_runs_time_out(
 ):
     settings.DISCOVERY_PENDING_TIMEOUT_SECONDS = 600
     settings.DISCOVERY_RUN_TIMEOUT_SECONDS = 1800
+    edge, third, fourth = (create_seed(admin_api, EDGE, name=name) for name in ("Edge", "Third", "Fourth"))
     now = timezone.now()
     old_pending = trigger(admin_api, core_seed)["runId"]
-    young_pending = trigger(admin_api, core_seed)["runId"]
+    young_pending = trigger(admin_api, edge)["runId"]
     DiscoveryRun.objects.filter(pk=old_pending).update(created_at=now - timedelta(seconds=601))
     DiscoveryRun.objects.filter(pk=young_pending).update(created_at=now - timedelta(seconds=590))
 
@@ -619,12 +623,12 @@ def test_pending_and_dispatched_runs_time_out(
 
     with django_capture_on_commit_callbacks(execute=True):
         leader = register(SITE, "host-a")  # young_pending is dispatched now
-    running = trigger(admin_api, core_seed)["runId"]
+    running = trigger(admin_api, third)["runId"]
     runs.run_progress(instance_id=leader, run_id=running, targets_scanned=1, devices_found=0)
     DiscoveryRun.objects.filter(pk__in=[young_pending, running]).update(
         dispatched_at=now - timedelta(seconds=1801)
     )
-    fresh = trigger(admin_api, core_seed)["runId"]
+    fresh = trigger(admin_api, fourth)["runId"]
     assert sorted(runs.runs_expire(now=now)) == sorted([young_pending, running])
     assert get_run(admin_api, running)["status"] == "timed_out"
     assert get_run(admin_api, fresh)["status"] == "dispatched"
@@ -646,11 +650,12 @@ def test_sweep_expires_with_the_default_timeouts(core_seed, admin_api):
 def test_list_runs_newest_first_with_paging_and_status(
     core_seed, admin_api, client_for, register, django_capture_on_commit_callbacks
 ):
+    edge, spare = create_seed(admin_api, EDGE), create_seed(admin_api, EDGE, name="Spare")
     first = trigger(admin_api, core_seed)["runId"]
     with django_capture_on_commit_callbacks(execute=True):
         register(SITE, "host-a")
-    second = trigger(admin_api, core_seed)["runId"]
-    third = trigger(admin_api, core_seed)["runId"]
+    second = trigger(admin_api, edge)["runId"]
+    third = trigger(admin_api, spare)["runId"]
     reader = client_for("read")
     body = ok(reader.get(RUNS), "GET", RUNS)
     assert body["total"] == 3 and [r["runId"] for r in body["discoveryRuns"]] == [third, second, first]
@@ -737,8 +742,10 @@ def test_scopes_and_site_binding(core_seed, admin_api, client_for):
     anonymous = client_for("read")
     anonymous.credentials()
     err(anonymous.get(RUNS), 401, "unauthorized", "GET", RUNS)
+    edge = create_seed(admin_api, EDGE)
     run_id = trigger(client_for("write", site=SITE), core_seed)["runId"]
-    assert ok(client_for("write").post(RUNS, {}, format="json"), "POST", RUNS, 202)["status"] == "pending"
+    body = ok(client_for("write").post(RUNS, {"seedIds": [edge]}, format="json"), "POST", RUNS, 202)
+    assert body["status"] == "pending"
     for scopes in (("read",), ("instance",), ("write",)):
         get_run(client_for(*scopes, site=SITE), run_id)
     run_detail = f"{RUNS}/{run_id}"

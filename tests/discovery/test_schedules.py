@@ -5,12 +5,14 @@ scheduled tasks that start runs."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import StringIO
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -535,6 +537,7 @@ def test_sync_schedules_on_an_in_step_table_changes_nothing(populated, settings)
     before = beat_state()  # the services made the entries; the migration the leader check
     assert sync() == (
         f"leader-health-check: every {settings.LEADER_CHECK_INTERVAL_SECONDS} s\n"
+        f"discovery-runs-sweep: every {settings.DISCOVERY_SWEEP_INTERVAL_SECONDS} s\n"
         "discovery schedules: 2 site entries (1 enabled), 2 seed entries, 0 stale entries removed, "
         "nothing to repair\n"
     )
@@ -614,8 +617,8 @@ def test_scheduled_runs_are_skipped_while_discovery_is_off(make_site):
     assert not DiscoveryRun.objects.exists()
 
 
-def test_the_scheduled_tasks_start_runs_triggered_by_the_schedule(make_site):
-    from discovery import tasks
+def test_the_scheduled_tasks_start_runs_triggered_by_the_schedule(make_site, settings):
+    from discovery import runs, tasks
     from discovery.models import DiscoveryRun
 
     make_site(SITE)
@@ -625,6 +628,9 @@ def test_the_scheduled_tasks_start_runs_triggered_by_the_schedule(make_site):
     run = DiscoveryRun.objects.get(pk=tasks.scheduled_site_run(SITE))
     assert (run.site_id, run.triggered_by, run.requested_by) == (SITE, "scheduled", "system:scheduler")
     assert sorted(run.seed_ids) == sorted([seed.pk, other.pk])
+    # The seed runs again once that run has ended (here: timed out, no leader took it).
+    later = timezone.now() + timedelta(seconds=settings.DISCOVERY_PENDING_TIMEOUT_SECONDS + 1)
+    assert runs.runs_expire(now=later) == [run.pk]
 
     run = DiscoveryRun.objects.get(pk=tasks.scheduled_seed_run(SITE, seed.pk))
     assert (run.site_id, run.triggered_by, run.seed_ids) == (SITE, "scheduled", [seed.pk])

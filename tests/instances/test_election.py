@@ -253,6 +253,80 @@ def test_health_check_handles_every_site_and_leaves_healthy_ones_alone(make_site
     assert term_of(well) == 1
 
 
+# --- live_leader: the health check's definition, read-only, for other apps ------------------------
+
+GRACE = 10
+
+
+def socket_state(instance_id: str, *, closed_ago: float, heartbeat_ago: float, reopened: bool = False):
+    now = timezone.now()
+    closed = now - timedelta(seconds=closed_ago)
+    Instance.objects.filter(pk=instance_id).update(
+        socket_connected_at=closed + timedelta(seconds=1) if reopened else closed - timedelta(minutes=5),
+        socket_disconnected_at=closed,
+        last_heartbeat=now - timedelta(seconds=heartbeat_ago),
+    )
+
+
+LIVENESS_CASES = {
+    "healthy": (lambda a: None, True),
+    "degraded, within the timeout": (lambda a: age(a, TIMEOUT - 2), True),
+    "past the heartbeat timeout": (lambda a: age(a, TIMEOUT + 1), False),
+    "never heartbeated": (lambda a: Instance.objects.filter(pk=a).update(last_heartbeat=None), False),
+    "socket closed inside the grace period": (
+        lambda a: socket_state(a, closed_ago=GRACE - 3, heartbeat_ago=GRACE),
+        True,
+    ),
+    "socket lost past the grace period": (
+        lambda a: socket_state(a, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4),
+        False,
+    ),
+    "socket closed past the grace period, then reopened": (
+        lambda a: socket_state(a, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4, reopened=True),
+        True,
+    ),
+    "socket closed past the grace period, heartbeat since": (
+        lambda a: socket_state(a, closed_ago=GRACE + 3, heartbeat_ago=1),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIVENESS_CASES))
+def test_live_leader_is_exactly_the_leader_the_health_check_keeps(make_site, register, settings, case):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site, other = make_site("chicago-pop-01"), make_site("london-colo-01")
+    a, b = register(site, "a"), register(site, "b")
+    x = register(other, "x")
+    setup, live = LIVENESS_CASES[case]
+    setup(a)
+    term, audit = term_of(site), len(leader_audit(site))
+
+    found = election.live_leader(site)
+    assert (found.pk if found else None) == (a if live else None)
+    assert set(election.live_leaders().values_list("id", flat=True)) == ({a, x} if live else {x})
+    assert election.live_leader("no-such-site") is None
+    # Read-only: nothing changed, no event, no audit row.
+    assert (leader_of(site), term_of(site), len(leader_audit(site))) == (a, term, audit)
+
+    # The health check agrees: it replaces exactly the leaders live_leader does not return.
+    changes = election.leader_health_check()
+    assert [(ch.site_id, ch.previous_leader_id, ch.leader_id) for ch in changes] == (
+        [] if live else [(site, a, b)]
+    )
+    assert election.live_leader(site).pk == (a if live else b)
+
+
+def test_live_leader_takes_the_time_to_judge_at(make_site, register, settings):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site = make_site("chicago-pop-01")
+    a = register(site, "a")
+    socket_state(a, closed_ago=GRACE - 5, heartbeat_ago=GRACE - 4)
+    assert election.live_leader(site).pk == a
+    assert election.live_leader(site, timezone.now() + timedelta(seconds=6)) is None
+    assert election.live_leader(site, timezone.now() + timedelta(seconds=TIMEOUT + 1)) is None
+
+
 # --- coming back after offline ---------------------------------------------------------------------
 
 
