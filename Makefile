@@ -11,7 +11,7 @@ TEST_DB_NAME ?= promsnmp_$(shell date +%s)_$(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/$(TEST_DB_NAME)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: install run test lint format schema check-services clean
+.PHONY: install run run-prod test lint format schema check-services clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,12 @@ run: install
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py bootstrap
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+# The production shape on one machine (DESIGN.md): needs DATABASE_URL (PostgreSQL), REDIS_URL and the
+# secrets. REST (gunicorn) on HOST:PORT, WebSocket (daphne) on HOST:WS_PORT (default PORT + 1), a Celery
+# worker and beat; migrate, collectstatic and sync_schedules first. Ctrl-C or SIGTERM stops them all.
+run-prod: install
+	$(PY) manage.py run_prod
 
 lint: install
 	$(VENV)/bin/ruff check .

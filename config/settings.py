@@ -296,6 +296,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = min(5, LEADER_CHECK_INTERVAL_SECONDS)
 CELERY_TIMEZONE = "UTC"
 DJANGO_CELERY_BEAT_TZ_AWARE = True
+# The queue that tasks go to and the worker takes them from: another queue name keeps workers of other
+# deployments (or test runs) on the same Redis database from taking this one's tasks.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE") or "celery"
+# Processes per `celery worker`; unset: one per CPU (Celery's default).
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 0) or None
+# `manage.py run_prod` (make run-prod): gunicorn's sync workers.
+GUNICORN_WORKERS = env_int("GUNICORN_WORKERS", 2)
+if GUNICORN_WORKERS < 1 or (CELERY_WORKER_CONCURRENCY or 1) < 1:
+    raise ImproperlyConfigured("GUNICORN_WORKERS and CELERY_WORKER_CONCURRENCY must be at least 1")
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").lower()

@@ -1,0 +1,258 @@
+"""`manage.py run_prod` (what `make run-prod` runs): the production shape on one machine, end to end.
+
+One launcher on the test PostgreSQL database and TEST_REDIS_URL, with a channel-layer prefix and a
+Celery queue of this test's own (no other worker on that Redis database can take its tasks), proves
+with real clients:
+- gunicorn answers REST on PORT and daphne the WebSocket on WS_PORT, and the register response's
+  websocketUrl names WS_PORT;
+- a change through REST (gunicorn) reaches the sockets (daphne) through Redis;
+- Celery beat and the worker run the leader health check: a leader that stops heartbeating is replaced
+  and the follower's socket gets leader_assigned (beat → Redis → worker → Redis → daphne: no other
+  process runs the check);
+- SIGTERM to the launcher stops every process it started (checked by pid) and it exits 0; when one of
+  them dies, it stops the others and exits 1.
+And without Redis or PostgreSQL it refuses to start, at once, saying what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from core.models import AuditLog
+from core.services import token_create
+from sites.services import site_create
+from tests.conftest import TEST_ACTOR
+from tests.e2e.servers import (
+    ROOT,
+    EventSocket,
+    command_line,
+    database_url,
+    descendants,
+    free_port,
+    running,
+    wait_ready,
+)
+from tests.e2e.test_websocket import Heartbeats, assert_event, bearer, ok, register
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DELIVERY = 5  # seconds: a bound for "it arrives" (delivery takes milliseconds)
+TIMINGS = {
+    "HEARTBEAT_INTERVAL_SECONDS": "1",
+    "HEARTBEAT_TIMEOUT_SECONDS": "3",
+    "LEADER_CHECK_INTERVAL_SECONDS": "1",
+}
+# leader_assigned after the leader's last heartbeat: the timeout, one check interval, and slack for a
+# worker that is still starting (tasks wait in its queue meanwhile).
+FAILOVER_BOUND = 3 + 1 + 6
+CHILDREN = {"gunicorn": "-m gunicorn config.wsgi", "daphne": "manage.py serve --no-beat"}
+CHILDREN |= {"worker": "celery -A config worker", "beat": "celery -A config beat"}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.fail("TEST_REDIS_URL is not set: `make test` sets it (redis://127.0.0.1:6379/13).")
+    return url
+
+
+@pytest.fixture
+def own_name(redis_url):
+    """The channel-layer prefix and Celery queue of this run; their Redis keys are removed afterwards."""
+    name = f"psm-run-prod-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"*{name}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def launcher_environment(**values: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOST": "127.0.0.1", **TIMINGS, **values}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if not values.get(name):
+            env.pop(name, None)
+    return env
+
+
+@contextmanager
+def run_prod(redis_url: str, own_name: str, tmp_path: Path):
+    """Start `manage.py run_prod` on free loopback ports; yields (launcher, REST URL, WebSocket-port URL).
+
+    The launcher is a session leader, so that a kill of its group cleans up whatever the test left.
+    """
+    port = free_port()
+    ws_port = next(candidate for candidate in iter(free_port, None) if candidate != port)
+    env = launcher_environment(
+        DATABASE_URL=database_url(),
+        REDIS_URL=redis_url,
+        CHANNEL_LAYER_PREFIX=own_name,
+        CELERY_QUEUE=own_name,
+        PORT=str(port),
+        WS_PORT=str(ws_port),
+        VAR_DIR=str(tmp_path),
+        GUNICORN_WORKERS="2",
+        CELERY_WORKER_CONCURRENCY="1",
+    )
+    log_path = tmp_path / "run-prod.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "manage.py", "run_prod"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    rest, ws = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ws_port}"
+    try:
+        wait_ready(rest, launcher, log_path)
+        wait_ready(ws, launcher, log_path)
+        print(f"\nrun_prod: REST and WebSocket ready after {time.monotonic() - started:.1f} s")
+        children = {command_line(pid): pid for pid in descendants(launcher.pid)}
+        for name, marker in CHILDREN.items():
+            assert any(marker in line for line in children), f"no {name} under the launcher: {children}"
+        yield launcher, rest, ws
+    except BaseException:
+        print(f"--- run_prod log ---\n{log_path.read_text(errors='replace')[-8000:]}", file=sys.stderr)
+        raise
+    finally:
+        with suppress(ProcessLookupError):  # whatever is left of its session
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + 5
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [command_line(pid) for pid in pids if running(pid)] == []
+
+
+@pytest.mark.timeout(120)
+def test_run_prod_serves_rest_and_websocket_and_runs_beat_and_worker(redis_url, own_name, tmp_path):
+    site = "run-prod"
+    site_create(actor=TEST_ACTOR, site_id=site, values={"label": "Run prod"})
+    _, instance_token = token_create(actor=TEST_ACTOR, name="instances", scopes=["instance"], site_id=site)
+    _, admin_token = token_create(actor=TEST_ACTOR, name="operator", scopes=["admin"])
+
+    with run_prod(redis_url, own_name, tmp_path) as (launcher, rest, ws):
+        # REST is gunicorn on PORT, the WebSocket port is daphne; both see PostgreSQL and Redis.
+        ready = requests.get(f"{rest}/health/ready", timeout=10)
+        assert ready.headers["Server"].startswith("gunicorn"), ready.headers
+        assert ok(ready)["checks"] == {"database": "ok", "redis": "ok"}
+        assert requests.get(f"{ws}/health/ready", timeout=10).headers["Server"].startswith("daphne")
+
+        leader = register(rest, instance_token, site, "promsnmp-a")
+        follower = register(rest, instance_token, site, "promsnmp-b")
+        assert (leader["isLeader"], follower["isLeader"]) == (True, False)
+        leader_id, follower_id = leader["instanceId"], follower["instanceId"]
+        assert leader["websocketUrl"] == follower["websocketUrl"] == f"ws{ws.removeprefix('http')}/api/v1/ws"
+
+        with Heartbeats(rest, instance_token, [leader_id, follower_id]) as heartbeats:
+            sockets = {
+                instance_id: EventSocket(
+                    f"{answer['websocketUrl']}?instanceId={instance_id}&token={instance_token}"
+                )
+                for instance_id, answer in ((leader_id, leader), (follower_id, follower))
+            }
+            for socket in sockets.values():
+                assert socket.ping()["siteId"] == site
+
+            # A change through REST (gunicorn) → both sockets (daphne), through Redis.
+            patch = requests.patch(
+                f"{rest}/api/v1/sites/{site}",
+                json={"config": {"cacheMaxEntries": 500}},
+                headers=bearer(admin_token),
+                timeout=10,
+            )
+            ok(patch)
+            updates = [socket.wait_for("config_updated", DELIVERY)[0] for socket in sockets.values()]
+            assert updates[0] == updates[1]
+            assert assert_event(updates[0], "config_updated", site) == {
+                "configVersion": 2,
+                "changes": ["cacheMaxEntries"],
+                "config": {"cacheMaxEntries": 500},
+            }
+
+            # The leader goes silent: beat sends the health check, the worker replaces the leader.
+            last_heartbeat = heartbeats.stop(leader_id)
+            assigned, arrived = sockets[follower_id].wait_for("leader_assigned", FAILOVER_BOUND + 5)
+            revoked, _ = sockets[leader_id].wait_for("leader_revoked", DELIVERY)
+            print(f"run_prod: leader_assigned {arrived - last_heartbeat:.1f} s after the last heartbeat")
+            assert arrived - last_heartbeat < FAILOVER_BOUND
+            assert heartbeats.failures == []
+        assert assert_event(assigned, "leader_assigned", site) == {
+            "instanceId": follower_id,
+            "previousLeader": leader_id,
+            "reason": "previous_leader_unhealthy",
+            "leaderTerm": 2,
+        }
+        assert assert_event(revoked, "leader_revoked", site) == {
+            "instanceId": leader_id,
+            "newLeader": follower_id,
+            "reason": "health_check_failed",
+            "leaderTerm": 2,
+        }
+        # Made by the health check task, which only the worker runs here.
+        change = AuditLog.objects.get(site_id=site, action="leader_assigned", details__leaderTerm=2)
+        assert change.actor == "system:leader-health-check"
+        for socket in sockets.values():
+            socket.close()
+
+        # SIGTERM to the launcher alone: it stops all it started (gunicorn's and Celery's own children too).
+        pids = descendants(launcher.pid)
+        assert len(pids) > len(CHILDREN)  # the children's own processes are checked too
+        os.kill(launcher.pid, signal.SIGTERM)
+        stopping = time.monotonic()
+        assert launcher.wait(timeout=30) == 0
+        print(f"run_prod: exited 0 {time.monotonic() - stopping:.1f} s after SIGTERM")
+        assert_all_gone(pids)
+
+
+@pytest.mark.timeout(60)
+def test_run_prod_stops_everything_and_fails_when_one_process_dies(redis_url, own_name, tmp_path):
+    with run_prod(redis_url, own_name, tmp_path) as (launcher, _rest, _ws):
+        pids = descendants(launcher.pid)
+        beat = next(pid for pid in pids if CHILDREN["beat"] in command_line(pid))
+        os.kill(beat, signal.SIGKILL)
+        assert launcher.wait(timeout=30) == 1
+        assert_all_gone(pids)
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("REDIS_URL", "run_prod needs Redis: set REDIS_URL="),
+        ("DATABASE_URL", "run_prod needs PostgreSQL: set DATABASE_URL="),
+    ],
+)
+def test_run_prod_refuses_to_start_without_redis_or_postgresql(missing, message, redis_url, tmp_path):
+    values = {"DATABASE_URL": database_url(), "REDIS_URL": redis_url, "VAR_DIR": str(tmp_path)}
+    values[missing] = ""  # without DATABASE_URL: the embedded SQLite database under VAR_DIR
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "run_prod"],
+        cwd=ROOT,
+        env=launcher_environment(**values, PORT=str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr + result.stdout
+    assert time.monotonic() - started < 10
