@@ -31,24 +31,26 @@ import gc
 import ipaddress
 import json
 import os
-import platform
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import requests
+from common import (
+    RESULTS,
+    ROOT,
+    code_version,
+    database_url,
+    end_on_sigterm,
+    machine,
+    own_database,
+    server,
+    summary,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 TARGETS = {  # issue 3, "Acceptance": seconds
     "put_100k_merge": 60.0,
     "put_100k_unchanged": 30.0,
@@ -57,146 +59,6 @@ TARGETS = {  # issue 3, "Acceptance": seconds
 }
 BIG_SITE, GET_SITE, INPROC_SITE = "bench-big", "bench-get", "bench-inproc"
 COMMUNITY = "bench-community"
-
-
-# --- machine and database ---------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    with psycopg.connect(dbname="postgres", **PG) as conn:
-        pg_version = conn.execute("SHOW server_version").fetchone()[0]
-        autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gib": round(mem_kb / 1024 / 1024, 1),
-        "postgresql": pg_version,
-        "postgresql_autovacuum": autovacuum,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-    }
-
-
-@contextmanager
-def own_database():
-    """A fresh database for this run, dropped afterwards whatever happens."""
-    name = f"promsnmp_bench_{os.getpid()}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # Django never set up
-            pass
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped database {name}", file=sys.stderr)
-
-
-def code_version() -> dict:
-    """The commit measured, and which tracked files differed from it (the code may be mid-change)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "modified": []}
-    return {"commit": commit, "modified": sorted(line[3:] for line in status.splitlines())}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(kind: str, env: dict[str, str], log_path: Path):
-    """A real server process on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    if kind == "gunicorn":
-        # The production shape's REST server (docs/operations.md), with a timeout long enough for a
-        # 100k import: gunicorn's default (30 s) would kill the worker in the middle of it.
-        command = [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "config.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "2",
-            "--timeout",
-            "600",
-        ]
-    else:
-        command = [
-            sys.executable,
-            "manage.py",
-            "serve",
-            "--no-beat",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**env, "HOST": "127.0.0.1", "PORT": str(port), "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                if requests.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -226,15 +88,6 @@ def wire_devices(count: int, *, prefix: str, first_address: str) -> list[dict]:
     ]
 
 
-def summary(samples: list[float]) -> dict:
-    return {
-        "median_s": round(statistics.median(samples), 4),
-        "min_s": round(min(samples), 4),
-        "max_s": round(max(samples), 4),
-        "samples_s": [round(s, 4) for s in samples],
-    }
-
-
 # --- the benchmark ----------------------------------------------------------------------------------
 
 
@@ -242,7 +95,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{database}",
+            "DATABASE_URL": database_url(database),
             "SECRET_KEY": secrets.token_urlsafe(50),
             "FIELD_ENCRYPTION_KEYS": "b1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
             "VAR_DIR": str(var_dir),
@@ -556,11 +409,7 @@ def main() -> int:
     if args.devices < 100:
         parser.error("--devices must be at least 100 (scenario 4 updates 100 of them)")
 
-    # SIGTERM ends like Ctrl-C: through the finally blocks (server stopped, database dropped).
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
+    end_on_sigterm()
     started_at = dt.datetime.now(dt.UTC)
     info = machine()
     with tempfile.TemporaryDirectory(prefix="promsnmp-bench-") as tmp, own_database() as database:

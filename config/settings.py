@@ -273,12 +273,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Channels: Redis when REDIS_URL is set, otherwise one process with an in-memory layer.
+CHANNEL_LAYER_BLOCKING_POP_SECONDS = 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
+CHANNEL_LAYER_SOCKET_TIMEOUT = 3 * CHANNEL_LAYER_BLOCKING_POP_SECONDS
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # channels-redis waits for messages with a blocking BZPOPMIN of 5 s; redis-py 8 gives
+                # every read a 5 s socket timeout by default, and when that fires first the consumer
+                # holding the receive crashes and its socket closes with 1011. The read timeout must
+                # outlast the blocking pop (it still catches a dead connection).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "promsnmp"),
             },
         }
