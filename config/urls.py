@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core import views as core_views
 from discovery import api as discovery_api
 from discovery import runs_api as discovery_runs_api
+from fleet import api as fleet_api
 from instances import api as instances_api
 from inventory import api as inventory_api
 from inventory import refresh_api as inventory_refresh_api
@@ -61,6 +62,8 @@ api_v1 = [
     *v1("instances/register", instances_api.RegisterView.as_view(), "instance-register"),
     *v1("instances/<str:instance_id>/heartbeat", instances_api.HeartbeatView.as_view(), "instance-heartbeat"),
     *v1("instances/<str:instance_id>", instances_api.InstanceDetailView.as_view(), "instance-detail"),
+    *v1("fleet/health", fleet_api.FleetHealthView.as_view(), "fleet-health"),
+    *v1("fleet/metrics", fleet_api.FleetMetricsView.as_view(), "fleet-metrics"),
     *v1("audit-log", core_views.AuditLogView.as_view(), "audit-log"),
     *v1("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), "schema"),
     *v1(

@@ -28,6 +28,8 @@ SPEC_OPERATIONS = [
     ("get", "/api/v1/instances/{instanceId}"),
     ("delete", "/api/v1/instances/{instanceId}"),
     ("get", "/api/v1/audit-log"),
+    ("get", "/api/v1/fleet/health"),
+    ("get", "/api/v1/fleet/metrics"),
 ]
 REQUIRED_BODY_FIELDS = {
     ("post", "/api/v1/sites"): {"id", "label"},

@@ -7,6 +7,7 @@ scope, unbound or bound to `site-a` ("same") or to `site-b` ("other"), or a brok
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,6 +52,9 @@ ENDPOINTS = {
     "instances.get": ("GET", "/api/v1/instances/{instance}", None, 200, True),
     "instances.deregister": ("DELETE", "/api/v1/instances/{instance}", None, 200, True),
     "audit.list": ("GET", "/api/v1/audit-log", None, 200, False),
+    "fleet.health": ("GET", "/api/v1/fleet/health", None, 200, False),
+    "fleet.metrics": ("GET", "/api/v1/fleet/metrics", None, 200, False),
+    "fleet.metrics.prometheus": ("GET", "/api/v1/fleet/metrics?format=prometheus", None, 200, False),
 }
 
 # The rules, written once: which scopes may call each endpoint (admin may do everything).
@@ -67,10 +71,13 @@ ALLOWED = {
     "instances.get": {READ, WRITE, ADMIN, INSTANCE},
     "instances.deregister": {WRITE, ADMIN, INSTANCE},
     "audit.list": {ADMIN},
+    "fleet.health": {READ, WRITE, ADMIN},
+    "fleet.metrics": {READ, WRITE, ADMIN},
+    "fleet.metrics.prometheus": {READ, WRITE, ADMIN},
 }
 # A token bound to any site may never do these.
 FORBIDDEN_WHEN_BOUND = {"sites.create"}
-# What GET /sites shows, by binding.
+# What GET /sites and the fleet endpoints show, by binding.
 VISIBLE_SITES = {None: {SITE, OTHER}, "same": {SITE}, "other": {OTHER}}
 BOUND_TO = {None: None, "same": SITE, "other": OTHER}
 
@@ -152,11 +159,17 @@ def test_scope_matrix(endpoint, caller, world, make_token):
 
     want = expected_status(endpoint, caller)
     assert response.status_code == want, (response.status_code, response.content[:300])
-    if want < 300:
+    if want < 300 and endpoint == "fleet.metrics.prometheus":
+        assert response["Content-Type"].startswith("text/plain")
+        shown = re.findall(r'promsnmp_site_instances\{site="([^"]+)"\}', response.content.decode())
+        assert set(shown) == VISIBLE_SITES[caller.binding]
+    elif want < 300:
         assert_matches_schema(response, method, path)
         if endpoint == "sites.list":
             assert {site["id"] for site in response.json()["sites"]} == VISIBLE_SITES[caller.binding]
             assert response.json()["total"] == len(VISIBLE_SITES[caller.binding])
+        if endpoint in ("fleet.health", "fleet.metrics"):
+            assert {site["id"] for site in response.json()["sites"]} == VISIBLE_SITES[caller.binding]
     else:
         assert set(response.json()) == {"error", "detail", "fields"}
         assert db_snapshot() == before, "a refused request changed something"

@@ -1,0 +1,169 @@
+"""Prometheus text for GET /api/v1/fleet/metrics, and the collector behind the manager's own /metrics.
+
+Both read the database when asked (never process-global counters), so every gunicorn worker answers
+the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+
+from django.db import DatabaseError
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from fleet.selectors import INSTANCE_STATES, SITE_STATES, manager_reading
+
+logger = logging.getLogger("promsnmp.metrics")
+
+# Text exposition format 0.0.4, which every Prometheus reads (the spec's example is in it).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _family(name: str, help_text: str, samples: Iterable[tuple[dict[str, str], float | int | bool]]) -> str:
+    lines = [f"# HELP {name} {escape_help(help_text)}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        if labels:
+            pairs = ",".join(f'{key}="{escape_label_value(str(val))}"' for key, val in labels.items())
+            lines.append(f"{name}{{{pairs}}} {_number(value)}")
+        else:
+            lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def fleet_prometheus_text(metrics: dict) -> str:
+    """fleet.selectors.fleet_metrics() as Prometheus text: the spec's four families first, with the
+    spec's HELP lines, then ours. Families are separated by a blank line, as in the spec."""
+    sites = metrics["sites"]
+    families = [
+        ("promsnmp_fleet_sites_total", "Total number of sites", [({}, metrics["sitesTotal"])]),
+        (
+            "promsnmp_fleet_instances_total",
+            "Total instances by status",
+            [({"status": status}, metrics["instancesTotal"][status]) for status in INSTANCE_STATES],
+        ),
+        ("promsnmp_fleet_devices_total", "Total monitored devices", [({}, metrics["devicesTotal"])]),
+        (
+            "promsnmp_site_instances",
+            "Site instance count",
+            [({"site": s["id"]}, s["instances"]) for s in sites],
+        ),
+        # Ours, in the same style.
+        ("promsnmp_fleet_agents_total", "Total SNMP agents", [({}, metrics["agentsTotal"])]),
+        (
+            "promsnmp_site_status",
+            "Site status (1 for the current one)",
+            [
+                ({"site": s["id"], "status": status}, s["status"] == status)
+                for s in sites
+                for status in SITE_STATES
+            ],
+        ),
+        (
+            "promsnmp_site_healthy_instances",
+            "Site healthy instance count",
+            [({"site": s["id"]}, s["healthyInstances"]) for s in sites],
+        ),
+        (
+            "promsnmp_site_has_leader",
+            "1 when the site has a leader, else 0",
+            [({"site": s["id"]}, s["hasLeader"]) for s in sites],
+        ),
+        ("promsnmp_site_devices", "Site device count", [({"site": s["id"]}, s["devices"]) for s in sites]),
+        ("promsnmp_site_agents", "Site SNMP agent count", [({"site": s["id"]}, s["agents"]) for s in sites]),
+        (
+            "promsnmp_site_inventory_version",
+            "Site inventory version",
+            [({"site": s["id"]}, s["inventoryVersion"]) for s in sites],
+        ),
+    ]
+    return "\n".join(_family(*family) for family in families)
+
+
+# --- the manager's /metrics (django-prometheus) ---------------------------------------------------
+
+
+class ManagerCollector:
+    """The spec's manager metrics that live in the database, read at scrape time."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Names only: registering must not touch the database (it runs in AppConfig.ready()).
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        is_leader, heartbeat, discovery, sockets = self._families()
+        try:
+            reading = manager_reading()
+        except DatabaseError:
+            # /metrics keeps serving the process metrics when the database is down; /health/ready says why.
+            logger.warning("manager metrics: database unavailable", exc_info=True)
+            return
+        for site_id, instance_id, leader, last_heartbeat in reading.instances:
+            is_leader.add_metric([site_id, instance_id], 1 if leader else 0)
+            if last_heartbeat is not None:
+                heartbeat.add_metric([site_id, instance_id], last_heartbeat.timestamp())
+        for site_id, last_discovery in reading.sites:
+            if last_discovery is not None:
+                discovery.add_metric([site_id], last_discovery.timestamp())
+        sockets.add_metric([], reading.open_sockets)
+        yield from (is_leader, heartbeat, discovery, sockets)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(
+                "promsnmp_manager_instance_is_leader",
+                "1 when the instance is its site's leader",
+                labels=["site_id", "instance_id"],
+            ),
+            GaugeMetricFamily(
+                "promsnmp_manager_instance_last_heartbeat_timestamp",
+                "Unix time of the instance's last heartbeat (registration counts as one)",
+                labels=["site_id", "instance_id"],
+            ),
+            GaugeMetricFamily(
+                "promsnmp_manager_site_last_discovery_timestamp",
+                "Unix time the site's last discovery run ended (absent when none has)",
+                labels=["site_id"],
+            ),
+            GaugeMetricFamily(
+                "promsnmp_manager_websocket_connections_active",
+                "Live instances with an open event socket, fleet-wide (from the database)",
+            ),
+        )
+
+
+_registered: ManagerCollector | None = None
+_lock = threading.Lock()
+
+
+def register_manager_collector(registry: CollectorRegistry = REGISTRY) -> ManagerCollector:
+    """Once per process, however often AppConfig.ready() runs (tests, autoreload)."""
+    global _registered
+    with _lock:
+        if _registered is None:
+            collector = ManagerCollector()
+            try:
+                registry.register(collector)
+            except ValueError:  # the names are taken: a copy of this module registered them already
+                logger.info("manager metrics collector already registered")
+            _registered = collector
+        return _registered

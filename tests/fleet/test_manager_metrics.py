@@ -1,0 +1,130 @@
+"""The spec's manager metrics on /metrics (django-prometheus): leadership, heartbeat and discovery
+timestamps read from the database at scrape time by a collector registered once (fleet's AppConfig)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.apps import apps
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import REGISTRY
+
+from fleet.metrics import ManagerCollector, register_manager_collector
+from instances.models import Instance
+from instances.services import instance_deregister, instance_socket_closed, instance_socket_opened
+from sites.models import Site
+from tests.conftest import TEST_ACTOR
+
+NAMES = {
+    "promsnmp_manager_instance_is_leader": ("site_id", "instance_id"),
+    "promsnmp_manager_instance_last_heartbeat_timestamp": ("site_id", "instance_id"),
+    "promsnmp_manager_site_last_discovery_timestamp": ("site_id",),
+    "promsnmp_manager_websocket_connections_active": (),
+}
+
+
+def scrape(client) -> dict:
+    """{family: {label values: value}} for our families, from a real GET /metrics (no token)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    families = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        if family.name in NAMES:
+            assert family.type == "gauge"
+            families[family.name] = {
+                tuple(sample.labels[label] for label in NAMES[family.name]): sample.value
+                for sample in family.samples
+            }
+    return families
+
+
+def test_leaders_heartbeats_and_discovery_are_read_at_scrape_time(client, make_site, register):
+    make_site("chicago-pop-01")
+    make_site("nyc-dc-01")
+    make_site("empty")
+    leader = register("chicago-pop-01", "a")
+    follower = register("chicago-pop-01", "b")
+    nyc = register("nyc-dc-01", "a")
+    ran = timezone.now() - timedelta(hours=3)
+    Site.objects.filter(pk="nyc-dc-01").update(last_discovery_at=ran)
+    beats = dict(Instance.objects.values_list("id", "last_heartbeat"))
+
+    families = scrape(client)
+    assert set(families) == set(NAMES)
+    assert families["promsnmp_manager_instance_is_leader"] == {
+        ("chicago-pop-01", leader): 1,
+        ("chicago-pop-01", follower): 0,
+        ("nyc-dc-01", nyc): 1,
+    }
+    assert families["promsnmp_manager_instance_last_heartbeat_timestamp"] == {
+        ("chicago-pop-01", leader): beats[leader].timestamp(),
+        ("chicago-pop-01", follower): beats[follower].timestamp(),
+        ("nyc-dc-01", nyc): beats[nyc].timestamp(),
+    }
+    # Only sites whose discovery has run: a 0 would make DiscoveryStale fire for every new site.
+    assert families["promsnmp_manager_site_last_discovery_timestamp"] == {("nyc-dc-01",): ran.timestamp()}
+
+    # The next scrape sees the change: no process state in between.
+    instance_deregister(actor=TEST_ACTOR, instance_id=leader)
+    families = scrape(client)
+    assert families["promsnmp_manager_instance_is_leader"] == {
+        ("chicago-pop-01", follower): 1,
+        ("nyc-dc-01", nyc): 1,
+    }
+
+
+def test_an_empty_database_gives_the_families_without_samples(client, db):
+    families = scrape(client)
+    sockets = "promsnmp_manager_websocket_connections_active"
+    assert families == {name: {} for name in NAMES if name != sockets} | {sockets: {(): 0}}
+
+
+def test_open_sockets_are_counted_from_the_database(client, make_site, register):
+    """What the consumer records on connect and disconnect (instances/services.py), fleet-wide: every
+    process answers the same."""
+    make_site("site")
+    a, b, c = (register("site", host) for host in "abc")
+    opened = {i: instance_socket_opened(instance_id=i) for i in (a, b, c)}
+
+    def active() -> float:
+        return scrape(client)["promsnmp_manager_websocket_connections_active"][()]
+
+    assert active() == 3
+    instance_socket_closed(instance_id=b, opened_at=opened[b])
+    assert active() == 2
+    instance_socket_opened(instance_id=b)  # it reconnects
+    assert active() == 3
+    # A socket that died with its daphne is never closed in the database: it stops counting when its
+    # instance is no longer alive.
+    Instance.objects.filter(pk=c).update(last_heartbeat=timezone.now() - timedelta(minutes=10))
+    assert active() == 2
+    instance_deregister(actor=TEST_ACTOR, instance_id=a)
+    assert active() == 1
+
+
+def test_registered_once_however_often_ready_runs(client, make_site, register):
+    make_site("site")
+    instance = register("site", "a")
+    first = register_manager_collector()
+    apps.get_app_config("fleet").ready()
+    apps.get_app_config("fleet").ready()
+    assert register_manager_collector() is first
+    ours = [c for c in list(REGISTRY._collector_to_names) if isinstance(c, ManagerCollector)]
+    assert ours == [first]
+    samples = [
+        sample
+        for family in text_string_to_metric_families(client.get("/metrics").content.decode())
+        if family.name == "promsnmp_manager_instance_is_leader"
+        for sample in family.samples
+    ]
+    assert [(s.labels, s.value) for s in samples] == [({"site_id": "site", "instance_id": instance}, 1)]
+
+
+def test_registering_does_not_touch_the_database(db):
+    with CaptureQueriesContext(connection) as queries:
+        described = list(ManagerCollector().describe())
+    assert len(queries) == 0
+    assert {family.name for family in described} == set(NAMES)
