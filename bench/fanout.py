@@ -187,6 +187,11 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
         ]
         # Socket i goes to server i % 2; client process p holds every p-th socket (both servers).
         sockets = [f"ws{base.removeprefix('http')}/api/v1/ws" for base in bases]
+        # Where the inventory changes are POSTed: the daphne processes themselves (as in the embedded
+        # default), or a gunicorn of its own (the production shape's REST server).
+        rest = bases
+        if args.rest == "gunicorn":
+            rest = [stack.enter_context(server("gunicorn", dict(os.environ), log_dir / "gunicorn.log"))]
         urls = [
             f"{sockets[index % 2]}?instanceId={instance_id}&token={instance_token}"
             for index, instance_id in enumerate(instance_ids)
@@ -214,7 +219,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
         with requests.Session() as http:
             http.headers["Authorization"] = f"Bearer {admin_token}"
             for round_index in range(args.rounds):
-                base = bases[round_index % 2]
+                base = rest[round_index % len(rest)]
                 body = {"devices": [{**PROBE_DEVICE, "sysDescr": f"round {round_index}"}]}
                 sent = time.monotonic()
                 response = http.post(f"{base}/api/v1/sites/{SITE}/inventory/devices", json=body, timeout=30)
@@ -237,7 +242,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
                 latencies = [arrived - sent for arrived in arrivals]
                 row = {
                     "version": version,
-                    "posted_to": "a" if round_index % 2 == 0 else "b",
+                    "posted_to": "gunicorn" if args.rest == "gunicorn" else "ab"[round_index % 2],
                     "post_response_s": round(answered - sent, 4),
                     "received": len(latencies),
                     "missed": args.clients - len(latencies),
@@ -283,6 +288,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1000, help="instances, one socket each (1000)")
     parser.add_argument("--rounds", type=int, default=20, help="inventory changes measured (20)")
     parser.add_argument("--client-processes", type=int, default=2, help="processes holding the sockets (2)")
+    parser.add_argument(
+        "--rest",
+        choices=("daphne", "gunicorn"),
+        default="daphne",
+        help="where the changes are POSTed: the two daphne processes in turn, or a gunicorn (daphne)",
+    )
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between rounds (2)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after connecting, before round 1")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a round waits for every socket")
@@ -315,12 +326,14 @@ def main() -> int:
             "rounds": args.rounds,
             "client_processes": args.client_processes,
             "servers": 2,
+            "rest": args.rest,
             "pause_s": args.pause,
         },
         "target_p99_s": TARGET_P99_S,
         "results": results,
     }
-    out = Path(args.out) if args.out else RESULTS / f"fanout-{started_at:%Y-%m-%d}.json"
+    suffix = "" if args.rest == "daphne" else f"-{args.rest}"
+    out = Path(args.out) if args.out else RESULTS / f"fanout-{started_at:%Y-%m-%d}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     overall = results["overall"]
@@ -329,7 +342,7 @@ def main() -> int:
         f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB,"
         f" PostgreSQL {info['postgresql']}\n"
         f"{args.clients} sockets on 2 daphne processes (Redis channel layer),"
-        f" {args.rounds} inventory changes:\n"
+        f" {args.rounds} inventory changes POSTed to {args.rest}:\n"
         f"  sockets open in {results['connect_all_s']} s\n"
         f"  per socket, from the POST being sent: p50 {overall['p50_s'] * 1000:.0f} ms,"
         f" p99 {overall['p99_s'] * 1000:.0f} ms, max {overall['max_s'] * 1000:.0f} ms"
