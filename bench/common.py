@@ -3,6 +3,8 @@ server processes on free loopback ports. Only 127.0.0.1 is ever contacted."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import platform
 import signal
@@ -165,3 +167,30 @@ def end_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+
+
+def write_report(
+    *,
+    benchmark: str,
+    started_at: dt.datetime,
+    info: dict,
+    parameters: dict,
+    extra: dict,
+    results: dict,
+    suffix: str = "",
+    out: str | None = None,
+) -> Path:
+    """bench/results/<benchmark>-<date><suffix>.json (or `out`): machine, code, parameters, results."""
+    report = {
+        "benchmark": benchmark,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "machine": info,
+        "code": code_version(),
+        "parameters": parameters,
+        **extra,
+        "results": results,
+    }
+    path = Path(out) if out else RESULTS / f"{benchmark}-{started_at:%Y-%m-%d}{suffix}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

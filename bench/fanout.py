@@ -39,14 +39,13 @@ from pathlib import Path
 
 import requests
 from common import (
-    RESULTS,
     ROOT,
-    code_version,
     database_url,
     end_on_sigterm,
     machine,
     own_database,
     server,
+    write_report,
 )
 
 TARGET_P99_S = 1.0  # issue 4, "Acceptance"
@@ -316,12 +315,11 @@ def main() -> int:
         own_database("promsnmp_fanout") as database,
     ):
         results = run(args, database, Path(tmp))
-    report = {
-        "benchmark": "fanout",
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "machine": info,
-        "code": code_version(),
-        "parameters": {
+    out = write_report(
+        benchmark="fanout",
+        started_at=started_at,
+        info=info,
+        parameters={
             "clients": args.clients,
             "rounds": args.rounds,
             "client_processes": args.client_processes,
@@ -329,13 +327,11 @@ def main() -> int:
             "rest": args.rest,
             "pause_s": args.pause,
         },
-        "target_p99_s": TARGET_P99_S,
-        "results": results,
-    }
-    suffix = "" if args.rest == "daphne" else f"-{args.rest}"
-    out = Path(args.out) if args.out else RESULTS / f"fanout-{started_at:%Y-%m-%d}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        extra={"target_p99_s": TARGET_P99_S},
+        results=results,
+        suffix="" if args.rest == "daphne" else f"-{args.rest}",
+        out=args.out,
+    )
     overall = results["overall"]
     met = overall["p99_s"] < TARGET_P99_S and not overall["missed"] and not overall["sockets_closed"]
     print(

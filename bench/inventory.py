@@ -40,15 +40,14 @@ from pathlib import Path
 
 import requests
 from common import (
-    RESULTS,
     ROOT,
-    code_version,
     database_url,
     end_on_sigterm,
     machine,
     own_database,
     server,
     summary,
+    write_report,
 )
 
 TARGETS = {  # issue 3, "Acceptance": seconds
@@ -414,24 +413,21 @@ def main() -> int:
     info = machine()
     with tempfile.TemporaryDirectory(prefix="promsnmp-bench-") as tmp, own_database() as database:
         results = run(args, database, Path(tmp))
-    report = {
-        "benchmark": "inventory",
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "machine": info,
-        "code": code_version(),
-        "parameters": {
+    out = write_report(
+        benchmark="inventory",
+        started_at=started_at,
+        info=info,
+        parameters={
             "devices": args.devices,
             "get_devices": args.get_devices,
             "repeat": args.repeat,
             "server": args.server,
         },
-        "targets_s": TARGETS,
-        "results": results,
-    }
-    suffix = "" if args.server == "serve" else f"-{args.server}"
-    out = Path(args.out) if args.out else RESULTS / f"inventory-{started_at:%Y-%m-%d}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        extra={"targets_s": TARGETS},
+        results=results,
+        suffix="" if args.server == "serve" else f"-{args.server}",
+        out=args.out,
+    )
     print(
         f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB, PostgreSQL {info['postgresql']}"
         f" (autovacuum {info['postgresql_autovacuum']}); server: {args.server}\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -88,3 +90,27 @@ def register(db):
         return instance.id
 
     return make
+
+
+# --- the channel layer (the in-memory one unless a test configures Redis) ------------------------------
+
+
+@pytest.fixture
+def layer():
+    """The channel layer, emptied before and after the test."""
+    layer = get_channel_layer()
+    async_to_sync(layer.flush)()
+    yield layer
+    async_to_sync(layer.flush)()
+
+
+@pytest.fixture
+def listen(layer):
+    """listen("site.<id>" or "instance.<id>") → a new channel subscribed to that group."""
+
+    def subscribe(group: str) -> str:
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(group, channel)
+        return channel
+
+    return subscribe

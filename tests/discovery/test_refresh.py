@@ -7,7 +7,6 @@ import re
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from core.errors import NotFoundError
 from core.models import AuditLog
@@ -20,20 +19,6 @@ SITE = "chicago-pop-01"
 OTHER = "london-colo-01"
 PATH = f"/api/v1/sites/{SITE}/refresh-inventory"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
-@pytest.fixture
-def layer():
-    layer = get_channel_layer()
-    async_to_sync(layer.flush)()
-    yield layer
-    async_to_sync(layer.flush)()
-
-
-def subscribe(layer, group: str) -> str:
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return channel
 
 
 def waiting(layer, channel: str) -> list[dict]:
@@ -50,11 +35,11 @@ def sites(make_site):
 
 
 def test_admin_refresh_sends_refresh_inventory_to_the_site(
-    sites, admin_api, register, layer, django_capture_on_commit_callbacks
+    sites, admin_api, register, layer, listen, django_capture_on_commit_callbacks
 ):
     instance = register(SITE, "host-a")
-    to_site, to_other = subscribe(layer, f"site.{SITE}"), subscribe(layer, f"site.{OTHER}")
-    to_instance = subscribe(layer, f"instance.{instance}")
+    to_site, to_other = listen(f"site.{SITE}"), listen(f"site.{OTHER}")
+    to_instance = listen(f"instance.{instance}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = admin_api.post(PATH)
         assert waiting(layer, to_site) == []  # after the commit only
@@ -78,8 +63,8 @@ def test_admin_refresh_sends_refresh_inventory_to_the_site(
     assert audit.details == {"reason": "admin_request", "fullSync": True}
 
 
-def test_full_sync_false_and_bad_bodies(sites, admin_api, layer, django_capture_on_commit_callbacks):
-    channel = subscribe(layer, f"site.{SITE}")
+def test_full_sync_false_and_bad_bodies(sites, admin_api, layer, listen, django_capture_on_commit_callbacks):
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_api.post(PATH, {"fullSync": False}, format="json")
     assert response.status_code == 202
@@ -93,8 +78,8 @@ def test_full_sync_false_and_bad_bodies(sites, admin_api, layer, django_capture_
     assert AuditLog.objects.filter(action="inventory_refresh_requested").count() == 1
 
 
-def test_only_admins(sites, client_for, layer, django_capture_on_commit_callbacks):
-    channel = subscribe(layer, f"site.{SITE}")
+def test_only_admins(sites, client_for, layer, listen, django_capture_on_commit_callbacks):
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True):
         for scopes in (("write",), ("read",), ("instance",), ("read", "write")):
             response = client_for(*scopes).post(PATH)
@@ -113,11 +98,11 @@ def test_only_admins(sites, client_for, layer, django_capture_on_commit_callback
 
 
 def test_unknown_site_is_404_and_the_service_publishes_nothing(
-    sites, admin_api, layer, django_capture_on_commit_callbacks
+    sites, admin_api, layer, listen, django_capture_on_commit_callbacks
 ):
     response = admin_api.post("/api/v1/sites/nowhere/refresh-inventory")
     assert response.status_code == 404 and response.json()["error"] == "not_found"
-    channel = subscribe(layer, "site.nowhere")
+    channel = listen("site.nowhere")
     with (
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         pytest.raises(NotFoundError) as raised,

@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
@@ -101,26 +100,6 @@ def get_seed(api, seed_id: str) -> dict:
 
 
 # --- the in-memory channel layer ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def layer():
-    layer = get_channel_layer()
-    async_to_sync(layer.flush)()
-    yield layer
-    async_to_sync(layer.flush)()
-
-
-@pytest.fixture
-def listen(layer):
-    """listen("instance.<id>") → a channel subscribed to that group."""
-
-    def subscribe(group: str) -> str:
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(group, channel)
-        return channel
-
-    return subscribe
 
 
 def drain(layer, channel: str) -> list[dict]:

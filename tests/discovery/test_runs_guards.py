@@ -51,26 +51,6 @@ def grace(settings):
     settings.FAILOVER_GRACE_SECONDS = GRACE
 
 
-@pytest.fixture
-def layer():
-    layer = get_channel_layer()
-    async_to_sync(layer.flush)()
-    yield layer
-    async_to_sync(layer.flush)()
-
-
-@pytest.fixture
-def listen(layer):
-    """listen("instance.<id>") → a channel subscribed to that group."""
-
-    def subscribe(group: str) -> str:
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(group, channel)
-        return channel
-
-    return subscribe
-
-
 # --- 1. sent again when the leader's socket opens ------------------------------------------------------
 
 

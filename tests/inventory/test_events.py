@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from sites.models import Site
 from tests.inventory.test_inventory_api import (
@@ -26,26 +25,6 @@ from tests.inventory.test_inventory_api import (
 )
 
 ADMIN_ACTOR = "token:test admin"  # str(Actor) of the admin_api fixture's token
-
-
-@pytest.fixture
-def layer():
-    layer = get_channel_layer()
-    async_to_sync(layer.flush)()
-    yield layer
-    async_to_sync(layer.flush)()
-
-
-@pytest.fixture
-def listen(layer):
-    """listen("site-id") → a channel subscribed to that site's group."""
-
-    def subscribe(site: str) -> str:
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(f"site.{site}", channel)
-        return channel
-
-    return subscribe
 
 
 def pending(layer, channel: str) -> int:
@@ -87,7 +66,7 @@ def test_post_that_only_adds_is_device_added(
     site, register, client_for, layer, listen, django_capture_on_commit_callbacks
 ):
     leader = register(SITE, "host-a")
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     api = client_for("instance", site=SITE)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         body = post_devices(
@@ -113,7 +92,7 @@ def test_post_that_only_updates_is_device_updated(
     site, admin_api, layer, listen, django_capture_on_commit_callbacks
 ):
     first = post_devices(admin_api, [device("a", "127.0.0.1"), device("b", "127.0.0.2")])
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         post_devices(admin_api, [device("a", "127.0.0.1", sysDescr="new"), device("b", "127.0.0.2")])
     assert len(callbacks) == 1
@@ -130,7 +109,7 @@ def test_post_that_adds_and_updates_is_bulk_import(
     site, admin_api, layer, listen, django_capture_on_commit_callbacks
 ):
     first = post_devices(admin_api, [device("a", "127.0.0.1")])
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True):
         body = post_devices(admin_api, [device("a", "127.0.0.1", interfaces=1), device("b", "127.0.0.2")])
     event = only_event(layer, channel)
@@ -146,7 +125,7 @@ def test_post_that_adds_and_updates_is_bulk_import(
 def test_put_merge_is_bulk_import(site, admin_api, layer, listen, django_capture_on_commit_callbacks):
     put_inventory(admin_api, [device("a", "127.0.0.1"), device("b", "127.0.0.2")])
     before = by_name(get_inventory(admin_api))
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         result = put_inventory(admin_api, [device("b", "127.0.0.2", sysDescr="x"), device("c", "127.0.0.3")])
     assert len(callbacks) == 1
@@ -166,7 +145,7 @@ def test_put_merge_is_bulk_import(site, admin_api, layer, listen, django_capture
 def test_put_that_only_adds_is_still_bulk_import(
     site, admin_api, layer, listen, django_capture_on_commit_callbacks, mode
 ):
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True):
         put_inventory(admin_api, [device("a", "127.0.0.1")], mode=mode)
     assert_inventory_updated(
@@ -183,7 +162,7 @@ def test_put_replace_is_full_sync(site, admin_api, layer, listen, django_capture
         admin_api, [device("a", "127.0.0.1"), device("b", "127.0.0.2")], discoverySeeds=[seed("S1")]
     )
     before = by_name(get_inventory(admin_api))
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         put_inventory(
             admin_api, [device("b", "127.0.0.2"), device("c", "127.0.0.3")], mode="replace", discoverySeeds=[]
@@ -202,7 +181,7 @@ def test_put_replace_is_full_sync(site, admin_api, layer, listen, django_capture
 def test_delete_is_device_removed(site, admin_api, layer, listen, django_capture_on_commit_callbacks):
     put_inventory(admin_api, [device("a", "127.0.0.1")])
     device_id = by_name(get_inventory(admin_api))["a"]["id"]
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert admin_api.delete(device_path(device_id)).status_code == 204
         assert pending(layer, channel) == 0
@@ -219,7 +198,7 @@ def test_delete_is_device_removed(site, admin_api, layer, listen, django_capture
 def test_no_event_for_a_no_op(site, admin_api, layer, listen, django_capture_on_commit_callbacks):
     payload = [device("a", "127.0.0.1"), device("b", "127.0.0.2")]
     put_inventory(admin_api, payload, discoverySeeds=[seed("S1")])
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert put_inventory(admin_api, payload, discoverySeeds=[seed("S1")])["changed"] is False
         assert post_devices(admin_api, payload)["unchanged"] == 2
@@ -237,7 +216,7 @@ def test_no_event_for_a_refused_change(
     register(SITE, "host-a")
     follower = register(SITE, "host-b")
     put_inventory(admin_api, [device("a", "127.0.0.1")])
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     bad = device("b", "127.0.0.2")
     bad["agents"][0]["version"] = "2"
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -259,7 +238,7 @@ def test_no_event_for_a_refused_change(
 
 
 def test_one_event_per_change_set(site, admin_api, layer, listen, django_capture_on_commit_callbacks):
-    channel = listen(SITE)
+    channel = listen(f"site.{SITE}")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         put_inventory(admin_api, [device(f"d{i}", f"127.0.1.{i + 1}") for i in range(50)])
     assert len(callbacks) == 1
@@ -279,7 +258,7 @@ def test_events_go_to_the_changed_site_only(
 ):
     make_site(SITE)
     make_site(OTHER)
-    mine, theirs = listen(SITE), listen(OTHER)
+    mine, theirs = listen(f"site.{SITE}"), listen(f"site.{OTHER}")
     with django_capture_on_commit_callbacks(execute=True):
         put_inventory(admin_api, [device("a", "127.0.0.1")], site=OTHER)
     assert pending(layer, mine) == 0
