@@ -12,6 +12,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -34,6 +35,26 @@ def error_text(exc: ApiError) -> str:
     """A service's error as one line for message_user()."""
     fields = "; ".join(f"{name}: {' '.join(texts)}" for name, texts in exc.fields.items())
     return f"{exc.detail} {fields}".strip()
+
+
+class ReadOnlyAdmin:
+    """Mixin for admin pages (and inlines) that only look: the rows are written by services, which keep
+    versions, events and the audit log right. An action that writes through a service asks for the
+    user's own Django permission with model_permission()."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def model_permission(self, request, action: str) -> bool:
+        """The user's Django permission `action` ("change", "delete", …) on this admin's model."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
 class ServiceErrorsAsMessages:
@@ -193,8 +214,9 @@ class ApiTokenAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
 # --- audit log -----------------------------------------------------------------------------------
 
 
+# Written by services only, never edited or removed.
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "action",
@@ -228,13 +250,3 @@ class AuditLogAdmin(admin.ModelAdmin):
     @admin.display(description="details")
     def details_pretty(self, obj: AuditLog) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.details, indent=2, sort_keys=True, default=str))
-
-    # Written by services only, never edited or removed.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -10,7 +10,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from core.admin import admin_actor, error_text
+from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from core.snmpconfig import masked
 from discovery.models import DiscoverySeed
@@ -20,8 +20,10 @@ from discovery.selectors import estimated_targets
 TARGETS_SHOWN = 3
 
 
+# The seeds API and PUT inventory write seeds, each change an inventory version ("Delete selected seeds",
+# not delete: through the service, one version each).
 @admin.register(DiscoverySeed)
-class DiscoverySeedAdmin(admin.ModelAdmin):
+class DiscoverySeedAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "name",
         "site",
@@ -81,18 +83,8 @@ class DiscoverySeedAdmin(admin.ModelAdmin):
     def options_pretty(self, seed: DiscoverySeed) -> str:
         return format_html("<pre>{}</pre>", json.dumps(seed.options, indent=2, sort_keys=True))
 
-    # The seeds API and PUT inventory write seeds (each change is an inventory version).
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # "Delete selected seeds" instead: through the service, one version each
-
     def has_remove_permission(self, request) -> bool:
-        return super().has_delete_permission(request)
+        return self.model_permission(request, "delete")
 
     @admin.action(description="Delete selected seeds", permissions=["remove"])
     def delete_seeds(self, request, queryset):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from core.admin import admin_actor, error_text
+from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from core.liveness import liveness
 from instances.election import leader_assign
@@ -52,8 +52,10 @@ class LivenessColumn:
         return liveness(instance.last_heartbeat, timezone.now())
 
 
+# Instances register themselves; the admin looks, moves leadership and deregisters ("Deregister", not
+# delete: it hands leadership over first).
 @admin.register(Instance)
-class InstanceAdmin(LivenessColumn, admin.ModelAdmin):
+class InstanceAdmin(ReadOnlyAdmin, LivenessColumn, admin.ModelAdmin):
     list_display = (
         "id",
         "site",
@@ -72,21 +74,11 @@ class InstanceAdmin(LivenessColumn, admin.ModelAdmin):
     readonly_fields = INSTANCE_DETAIL_FIELDS
     actions = ("make_leader", "deregister")
 
-    # Instances register themselves; the admin looks, moves leadership and deregisters.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # "Deregister" instead: it hands leadership over first
-
     def has_leadership_permission(self, request) -> bool:
-        return super().has_change_permission(request)
+        return self.model_permission(request, "change")
 
     def has_deregister_permission(self, request) -> bool:
-        return super().has_delete_permission(request)
+        return self.model_permission(request, "delete")
 
     @admin.action(description="Make leader (manual assignment)", permissions=["leadership"])
     def make_leader(self, request, queryset):
@@ -128,7 +120,7 @@ class InstanceAdmin(LivenessColumn, admin.ModelAdmin):
         self.message_user(request, f"Deregistered {len(done)} instance(s).", messages.SUCCESS)
 
 
-class InstanceInline(LivenessColumn, admin.TabularInline):
+class InstanceInline(ReadOnlyAdmin, LivenessColumn, admin.TabularInline):
     """The site's instances, read-only, each linking to its own page."""
 
     model = Instance
@@ -146,15 +138,6 @@ class InstanceInline(LivenessColumn, admin.TabularInline):
     )
     readonly_fields = fields
     ordering = ("registered_at",)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class SiteWithInstancesAdmin(SiteAdmin):

@@ -18,7 +18,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Subquery
 from django.utils.html import format_html
 
-from core.admin import admin_actor, error_text
+from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from core.snmpconfig import MASK
 from inventory.models import Agent, Device, InventoryChange
@@ -40,7 +40,7 @@ def secrets_masked(credential_keys: list[str]) -> str:
     return ", ".join(f"{key}: {MASK}" for key in credential_keys) or "-"
 
 
-class AgentInline(admin.TabularInline):
+class AgentInline(ReadOnlyAdmin, admin.TabularInline):
     """The device's SNMP agents, read-only; secrets shown as "****"."""
 
     model = Agent
@@ -91,18 +91,11 @@ class AgentInline(admin.TabularInline):
     def secrets(self, agent: Agent) -> str:
         return secrets_masked(agent.credential_keys)
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
+# Devices change through the API and imports, so that versions and events stay right ("Delete selected
+# devices", not delete: through the service, one version each).
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "name",
         "site",
@@ -169,18 +162,8 @@ class DeviceAdmin(admin.ModelAdmin):
     def metadata_pretty(self, device: Device) -> str:
         return pretty_json(device.metadata)
 
-    # Devices change through the API and imports, so that versions and events stay right.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # "Delete selected devices" instead: through the service, one version each
-
     def has_remove_permission(self, request) -> bool:
-        return super().has_delete_permission(request)
+        return self.model_permission(request, "delete")
 
     @admin.action(description="Delete selected devices", permissions=["remove"])
     def delete_devices(self, request, queryset):
@@ -221,8 +204,9 @@ class JsonArrayLength(Func):
         return super().as_sql(compiler, connection, function="json_array_length", **extra_context)
 
 
+# Written by the inventory services only, in the same transaction as the change.
 @admin.register(InventoryChange)
-class InventoryChangeAdmin(admin.ModelAdmin):
+class InventoryChangeAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "site",
         "version",
@@ -297,13 +281,3 @@ class InventoryChangeAdmin(admin.ModelAdmin):
     @admin.display(description="removed device ids")
     def removed(self, change: InventoryChange) -> str:
         return self._ids(change.removed_ids)
-
-    # Written by the inventory services only, in the same transaction as the change.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -553,3 +553,43 @@ def test_every_admin_page_renders(admin, make_site, register, make_token):
         assert admin.get(url).status_code == 200, url
     site_page = admin.get(page(SITES, site_id, "change")).content.decode()
     assert "host-a" in site_page and instance_id in site_page  # the inline, linking to the instance
+
+
+@pytest.mark.parametrize(
+    ("model_path", "action", "permission"),
+    [
+        ("instances.models.Instance", "make_leader", "change_instance"),
+        ("instances.models.Instance", "deregister", "delete_instance"),
+        ("inventory.models.Device", "delete_devices", "delete_device"),
+        ("discovery.models.DiscoverySeed", "delete_seeds", "delete_discoveryseed"),
+    ],
+)
+def test_read_only_pages_offer_their_service_actions_by_the_users_own_permission(
+    db, django_user_model, rf, model_path, action, permission
+):
+    """The pages never add, change or delete rows themselves; an action that writes through a service
+    is offered to a staff user exactly when they hold the model's Django permission for it."""
+    from importlib import import_module
+
+    from django.contrib import admin as django_admin
+    from django.contrib.auth.models import Permission
+
+    module, name = model_path.rsplit(".", 1)
+    model = getattr(import_module(module), name)
+    model_admin = django_admin.site._registry[model]
+    user = django_user_model.objects.create_user("staff", password="unused", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename=f"view_{model._meta.model_name}"))
+    request = rf.get("/admin/")
+    request.user = user
+
+    def offered() -> bool:
+        request.user = django_user_model.objects.get(pk=user.pk)  # fresh: permissions are cached
+        return action in model_admin.get_actions(request)
+
+    assert not offered()
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)
+    user.user_permissions.add(Permission.objects.get(codename=permission))
+    assert offered()
+    assert not model_admin.has_change_permission(request) and not model_admin.has_delete_permission(request)
