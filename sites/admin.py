@@ -59,6 +59,22 @@ class SiteForm(forms.ModelForm):
         return data
 
 
+# What the manager keeps about a site (shown, never edited): the "State" fieldset.
+STATE_FIELDS = (
+    "status",
+    "leader",
+    "leader_term",
+    "inventory_version",
+    "inventory_updated_at",
+    "device_count",
+    "agent_count",
+    "seed_count",
+    "last_discovery_at",
+    "created_at",
+    "updated_at",
+)
+
+
 @admin.register(Site)
 class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     form = SiteForm
@@ -93,37 +109,10 @@ class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
         ),
         (
             "State",
-            {
-                "fields": (
-                    "status",
-                    "leader",
-                    "leader_term",
-                    "inventory_version",
-                    "inventory_updated_at",
-                    "device_count",
-                    "agent_count",
-                    "seed_count",
-                    "last_discovery_at",
-                    "created_at",
-                    "updated_at",
-                )
-            },
+            {"fields": STATE_FIELDS},
         ),
     )
-    readonly_fields = (
-        "config_version",
-        "status",
-        "leader",
-        "leader_term",
-        "inventory_version",
-        "inventory_updated_at",
-        "device_count",
-        "agent_count",
-        "seed_count",
-        "last_discovery_at",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = ("config_version", *STATE_FIELDS)
 
     def get_queryset(self, request):
         return selectors.sites_with_instances(super().get_queryset(request))
