@@ -1,7 +1,8 @@
 """SNMP credentials as the wire carries them, for agents and discovery seeds alike.
 
 `parse_snmp_credentials` validates one credential object and splits it into the plain part (stored
-as JSON) and the secrets (stored encrypted); `masked` rebuilds the wire form with secrets as "****".
+as JSON) and the secrets (stored encrypted); `wire_credentials` rebuilds the wire form, with the
+secrets decrypted or as "****".
 Plain Python, no serializer: a bulk import validates 100,000 of these.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.crypto import decrypt_json
 from core.validation import storable
 
 MASK = "****"
@@ -122,5 +124,11 @@ def masked(plain: dict[str, Any], secret_keys: list[str]) -> dict[str, Any]:
     return {**plain, **dict.fromkeys(secret_keys, MASK)}
 
 
-def revealed(plain: dict[str, Any], secrets: dict[str, str]) -> dict[str, Any]:
-    return {**plain, **secrets}
+def wire_credentials(
+    plain: dict[str, Any], *, encrypted: str, secret_keys: list[str], include_credentials: bool
+) -> dict[str, Any]:
+    """The wire form of stored credentials: the secrets decrypted for a caller who may see them
+    (includeCredentials), else masked."""
+    if include_credentials:
+        return {**plain, **decrypt_json(encrypted)}
+    return masked(plain, secret_keys)

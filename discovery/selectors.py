@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from core.crypto import decrypt_json
-from core.snmpconfig import masked, revealed
+from core.snmpconfig import wire_credentials
 from core.timefmt import iso_z
 from discovery.models import DiscoverySeed
 from discovery.targets import parse_target
@@ -21,10 +20,11 @@ def estimated_targets(targets: list[str]) -> int:
 
 
 def seed_representation(seed: DiscoverySeed, *, include_credentials: bool) -> dict:
-    snmp_config = (
-        revealed(seed.snmp_config, decrypt_json(seed.credentials))
-        if include_credentials
-        else masked(seed.snmp_config, seed.credential_keys)
+    snmp_config = wire_credentials(
+        seed.snmp_config,
+        encrypted=seed.credentials,
+        secret_keys=seed.credential_keys,
+        include_credentials=include_credentials,
     )
     return {
         "id": seed.id,

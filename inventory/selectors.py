@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from django.db.models import Q
 
-from core.crypto import PREFIX, decrypt_json, key_ring
+from core.crypto import PREFIX, key_ring
 from core.errors import ApiError
-from core.snmpconfig import masked, revealed
+from core.snmpconfig import wire_credentials
 from core.timefmt import iso_z
 from inventory.models import Agent, Device
 from sites.models import Site
@@ -38,10 +38,11 @@ def require_decryptable(site: Site) -> None:
 
 
 def agent_representation(agent: Agent, *, include_credentials: bool) -> dict:
-    credentials = (
-        revealed(agent.config, decrypt_json(agent.credentials))
-        if include_credentials
-        else masked(agent.config, agent.credential_keys)
+    credentials = wire_credentials(
+        agent.config,
+        encrypted=agent.credentials,
+        secret_keys=agent.credential_keys,
+        include_credentials=include_credentials,
     )
     return {
         "id": agent.id,
