@@ -80,6 +80,16 @@ class ApiView(APIView):
     def principal(self):
         return principal_of(self.request)
 
+    def json_object(self, *, optional: bool = False) -> dict:
+        """The JSON body, which must be an object; with `optional`, no body (or null) reads as {}."""
+        body = self.request.data
+        if optional and body is None:
+            return {}
+        if not isinstance(body, dict):
+            expected = "Expected a JSON object (or no body)." if optional else "Expected a JSON object."
+            raise InvalidInput({"non_field_errors": [expected]})
+        return body
+
     def validated(self, serializer_class, data=None, **kwargs) -> dict:
         serializer = serializer_class(data=self.request.data if data is None else data, **kwargs)
         serializer.is_valid(raise_exception=True)

@@ -210,9 +210,7 @@ class RunListView(ApiView):
     )
     def post(self, request, site_id: str):
         require_site_access(request, site_id)
-        body = request.data if request.data is not None else {}
-        if not isinstance(body, dict):
-            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        body = self.json_object(optional=True)
         seed_ids = body.get("seedIds")
         if seed_ids is not None:
             if not isinstance(seed_ids, list) or not seed_ids:

@@ -306,9 +306,7 @@ class InventoryView(ApiView):
         from discovery.seeds import parse_seeds
 
         _site(request, site_id)
-        body = request.data
-        if not isinstance(body, dict):
-            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        body = self.json_object()
         mode = body.get("mode", "merge")
         if mode not in services.MODES:
             raise InvalidInput({"mode": [f"One of {', '.join(services.MODES)}."]})
@@ -358,9 +356,7 @@ class InventoryDevicesView(ApiView):
     )
     def post(self, request, site_id: str):
         _site(request, site_id)
-        body = request.data
-        if not isinstance(body, dict):
-            raise InvalidInput({"non_field_errors": ["Expected a JSON object."]})
+        body = self.json_object()
         errors = {}
         if not isinstance(body.get("devices"), list):
             errors["devices"] = ["Required: a list of devices."]

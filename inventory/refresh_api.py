@@ -37,9 +37,7 @@ class RefreshInventoryView(ApiView):
     )
     def post(self, request, site_id: str):
         require_site_access(request, site_id)
-        body = request.data if request.data is not None else {}
-        if not isinstance(body, dict):
-            raise InvalidInput({"non_field_errors": ["Expected a JSON object (or no body)."]})
+        body = self.json_object(optional=True)
         full_sync = body.get("fullSync", True)
         if not isinstance(full_sync, bool):
             raise InvalidInput({"fullSync": ["Must be true or false."]})
