@@ -82,6 +82,17 @@ def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd:
         log_path.unlink(missing_ok=True)
 
 
+def delete_redis_keys(url: str, match: str) -> None:
+    """Remove a test's own keys (a channel-layer prefix, a Celery queue) from a shared Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=match, count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 def websocket_url(base_url: str, instance_id: str, token: str) -> str:
     """The event socket of a server started by serve(), for one instance."""
     return f"ws{base_url.removeprefix('http')}/api/v1/ws?instanceId={instance_id}&token={token}"

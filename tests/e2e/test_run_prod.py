@@ -26,7 +26,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from core.models import AuditLog
@@ -38,6 +37,7 @@ from tests.e2e.servers import (
     EventSocket,
     command_line,
     database_url,
+    delete_redis_keys,
     descendants,
     free_port,
     running,
@@ -73,11 +73,7 @@ def own_name(redis_url):
     """The channel-layer prefix and Celery queue of this run; their Redis keys are removed afterwards."""
     name = f"psm-run-prod-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"*{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_redis_keys(redis_url, f"*{name}*")
 
 
 def launcher_environment(**values: str) -> dict[str, str]:

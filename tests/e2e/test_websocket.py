@@ -18,7 +18,6 @@ import time
 import uuid
 
 import pytest
-import redis
 import requests
 from websockets.exceptions import ConnectionClosed
 
@@ -27,7 +26,7 @@ from instances import election
 from sites.models import Site
 from sites.services import site_create, site_update
 from tests.conftest import TEST_ACTOR
-from tests.e2e.servers import EventSocket, serve, websocket_url
+from tests.e2e.servers import EventSocket, delete_redis_keys, serve, websocket_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -267,11 +266,7 @@ def redis_prefix():
     """A channel-layer prefix of this run's own in a Redis database of these tests; only its keys go."""
     prefix = f"psm-ws-test-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_redis_keys(REDIS_URL, f"{prefix}*")
 
 
 def test_events_cross_daphne_processes_through_redis(redis_prefix, settings):
