@@ -6,6 +6,7 @@ from core import views as core_views
 from discovery import api as discovery_api
 from discovery import runs_api as discovery_runs_api
 from fleet import api as fleet_api
+from fleet.dashboard import fleet_dashboard
 from instances import api as instances_api
 from inventory import api as inventory_api
 from inventory import refresh_api as inventory_refresh_api
@@ -77,6 +78,8 @@ urlpatterns = [
     *api_v1,
     path("health/live", core_views.live, name="health-live"),
     path("health/ready", core_views.ready, name="health-ready"),
+    # The operators' fleet dashboard, an admin page (staff only) outside the admin's own URLs.
+    path("admin/fleet/", admin.site.admin_view(fleet_dashboard), name="fleet-dashboard"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]
