@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.e2e.servers import stop
 
 COMMUNITY = "lab-ro-2c"
 V3_USER = "lab-sha-aes"
@@ -171,7 +172,7 @@ def run_snmpd(
                     break
                 time.sleep(0.05)
             else:
-                _stop(process)
+                stop(process, timeout=5)
                 continue  # it exited (a port taken in between?) or never answered: another port
             break
         else:
@@ -189,14 +190,4 @@ def run_snmpd(
         try:
             yield agent
         finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stop(process, timeout=5)

@@ -98,11 +98,12 @@ def websocket_url(base_url: str, instance_id: str, token: str) -> str:
     return f"ws{base_url.removeprefix('http')}/api/v1/ws?instanceId={instance_id}&token={token}"
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM to the process group; SIGKILL if it is still there after `timeout` seconds."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -24,18 +24,10 @@ from instances.models import Instance
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
 from tests.e2e.servers import ROOT, EventSocket, serve, websocket_url
+from tests.e2e.test_websocket import bearer, ok
 from tests.snmpd import run_snmpd
 
 SITE = "agent-e2e"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def ok(response: requests.Response, status: int = 200) -> dict:
-    assert response.status_code == status, f"{response.request.method} {response.url}: {response.text}"
-    return response.json()
 
 
 def agent_env() -> dict[str, str]:
@@ -52,6 +44,13 @@ def wait_until(condition, timeout: float, what: str):
             return value
         time.sleep(0.1)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def ended_run(base_url: str, headers: dict[str, str], run_id: str) -> dict | None:
+    """The run once it has ended (completed, failed or timed out), else None."""
+    path = f"{base_url}/api/v1/sites/{SITE}/discovery-runs/{run_id}"
+    run = ok(requests.get(path, headers=headers, timeout=10))
+    return run if run["status"] in ("completed", "failed", "timed_out") else None
 
 
 def test_the_agent_and_the_scanner_import_no_django():
@@ -143,18 +142,7 @@ def test_a_seed_run_is_scanned_by_the_agent_and_lands_in_the_inventory(tmp_path:
                 202,
             )
             assert (trigger["status"], trigger["leaderInstance"]) == ("started", leader.id)
-
-            def finished():
-                run = ok(
-                    requests.get(
-                        f"{base_url}/api/v1/sites/{SITE}/discovery-runs/{trigger['runId']}",
-                        headers=admin,
-                        timeout=10,
-                    )
-                )
-                return run if run["status"] in ("completed", "failed", "timed_out") else None
-
-            run = wait_until(finished, 15, "the run ended")
+            run = wait_until(lambda: ended_run(base_url, admin, trigger["runId"]), 15, "the run ended")
             elapsed = time.monotonic() - started
             assert run["status"] == "completed", (run, log_path.read_text()[-3000:])
             assert run["targetsScanned"] == 6
@@ -284,18 +272,9 @@ def test_a_run_pending_before_the_agent_starts_reaches_it_and_a_refused_target_f
         log_path = tmp_path / "agent.log"
         agent = start_agent(base_url, instance_token, "agent-late", log_path)
         try:
-
-            def finished():
-                run = ok(
-                    requests.get(
-                        f"{base_url}/api/v1/sites/{SITE}/discovery-runs/{trigger['runId']}",
-                        headers=admin,
-                        timeout=10,
-                    )
-                )
-                return run if run["status"] in ("completed", "failed", "timed_out") else None
-
-            run = wait_until(finished, 15, "the pending run ended")
+            run = wait_until(
+                lambda: ended_run(base_url, admin, trigger["runId"]), 15, "the pending run ended"
+            )
         finally:
             code = stop_agent(agent, log_path)
     assert run["status"] == "failed", run
