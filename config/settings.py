@@ -122,6 +122,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.admission.AdmissionTicketMiddleware",  # first: holds the admission slot while the view runs
     "core.middleware.RequestIdMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
@@ -158,6 +159,15 @@ TEMPLATES = [
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 
+# SQLite, whichever way it is chosen (the default file or a sqlite:/// DATABASE_URL): two threads write
+# (daphne's sync thread, the embedded beat thread), so WAL, IMMEDIATE transactions and a busy timeout
+# keep "database is locked" away.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL)
     if _db["ENGINE"].endswith("postgresql"):
@@ -169,6 +179,17 @@ if DATABASE_URL:
                 "max_size": env_int("DB_POOL_MAX_SIZE", 10),
                 "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10),
             }
+        # Django then checks each pooled connection on checkout (psycopg_pool's check_connection): one
+        # whose backend died (failover, pg_terminate_backend, an idle timeout) is replaced, instead of
+        # failing the request that drew it.
+        _db["CONN_HEALTH_CHECKS"] = True
+    elif _db["ENGINE"].endswith("sqlite3"):
+        _db["OPTIONS"] = {**SQLITE_OPTIONS, **_db.get("OPTIONS", {})}
+        # A test database beside it, in a file: Django's default (shared-cache memory) has table locks
+        # that ignore the busy timeout.
+        _db.setdefault("TEST", {})["NAME"] = str(
+            Path(_db["NAME"]).with_name(f"test_{Path(_db['NAME']).name}")
+        )
     DATABASES = {"default": _db}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -176,13 +197,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "manager.sqlite3",
-            # Two threads write (daphne's sync thread, the embedded beat thread): WAL, IMMEDIATE
-            # transactions and a busy timeout keep "database is locked" away.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
+            "OPTIONS": SQLITE_OPTIONS,
         }
     }
 
@@ -214,10 +229,13 @@ DISCOVERY_SWEEP_INTERVAL_SECONDS = env_int("DISCOVERY_SWEEP_INTERVAL_SECONDS", 6
 INVENTORY_CHANGE_LOG_RETENTION = env_int("INVENTORY_CHANGE_LOG_RETENTION", 1000)
 MAX_INVENTORY_BODY_BYTES = env_int("MAX_INVENTORY_BODY_BYTES", 64 * 1024 * 1024)
 MAX_SEED_ADDRESSES = env_int("MAX_SEED_ADDRESSES", 65536)
+# POST …/inventory/devices with an Idempotency-Key: the answer is kept this long for repeats (24 h).
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 86400)
 for _name in (
     "INVENTORY_CHANGE_LOG_RETENTION",
     "MAX_INVENTORY_BODY_BYTES",
     "MAX_SEED_ADDRESSES",
+    "IDEMPOTENCY_KEY_TTL_SECONDS",
     "FAILOVER_GRACE_SECONDS",
     "DISCOVERY_PENDING_TIMEOUT_SECONDS",
     "DISCOVERY_RUN_TIMEOUT_SECONDS",
@@ -234,6 +252,50 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BODY_BYTES, MAX_INVENTORY_BODY_BYT
 # Reverse proxies in front of us whose X-Forwarded-For / X-Forwarded-Proto we trust.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 
+# Overload (docs/operations.md, "Capacity and overload"). Admission control of `manage.py serve`
+# (core.admission): past this many HTTP requests in flight in the process, answer 503 + Retry-After at
+# once instead of queueing (health probes and /metrics are never shed); 0 turns it off. Of those, at most
+# MAX_REQUESTS_RUNNING run their views at once (each in a thread); the rest wait on the event loop, which
+# then stays free to answer the 503s fast (fewer threads contend for the GIL).
+MAX_REQUESTS_IN_FLIGHT = env_int("MAX_REQUESTS_IN_FLIGHT", 16)
+MAX_REQUESTS_RUNNING = env_int("MAX_REQUESTS_RUNNING", 8)
+if MAX_REQUESTS_IN_FLIGHT < 0 or MAX_REQUESTS_RUNNING < 1:
+    raise ImproperlyConfigured(
+        "MAX_REQUESTS_IN_FLIGHT must be 0 (off) or more, MAX_REQUESTS_RUNNING at least 1"
+    )
+
+
+# Rate limits per token and per site's registrations (core.throttling), in DRF's rate syntax, counted on
+# the "throttle" cache: over them, 429 + Retry-After.
+def env_rate(name: str, default: str) -> str:
+    from core.throttling import parse_rate  # the throttles' own parser; it reads no settings
+
+    value = os.environ.get(name) or default
+    try:
+        parse_rate(name, value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    return value
+
+
+RATE_LIMIT_PER_TOKEN = env_rate("RATE_LIMIT_PER_TOKEN", "1200/min")
+RATE_LIMIT_REGISTER_PER_SITE = env_rate("RATE_LIMIT_REGISTER_PER_SITE", "120/min")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Shared by every process in production (one budget per token across gunicorn workers and replicas).
+    "throttle": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("THROTTLE_CACHE_PREFIX", "promsnmp-throttle"),
+            # A slow or absent Redis must not hold requests: the throttle then admits (fails open).
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"}
+    ),
+}
+
 REST_FRAMEWORK = {
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -241,9 +303,10 @@ REST_FRAMEWORK = {
         "core.authentication.StaffSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.ScopePermission"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.TokenRateThrottle", "core.throttling.RegisterSiteThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "NUM_PROXIES": NUM_PROXIES,
@@ -291,6 +354,16 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Socket messages go through an outbox table (core/events.py). Every server process polls it this often
+# for what it could not deliver at once (another process's, or a channel-layer outage's); 0 turns the
+# poll off. A process whose in-memory layer holds no sockets leaves its messages to the server's poll,
+# unless EVENT_RELAY_WITHOUT_SERVER (the test process, whose sockets are in-process).
+EVENT_RELAY_INTERVAL_SECONDS = env_int("EVENT_RELAY_INTERVAL_MS", 500) / 1000
+EVENT_RELAY_WITHOUT_SERVER = False
+# Delivered events are kept this long, so a socket that reconnects with ?lastSeq= gets what it missed.
+EVENT_REPLAY_SECONDS = env_int("EVENT_REPLAY_SECONDS", 900)
+if EVENT_RELAY_INTERVAL_SECONDS < 0 or EVENT_REPLAY_SECONDS < 1:
+    raise ImproperlyConfigured("EVENT_RELAY_INTERVAL_MS must be >= 0 and EVENT_REPLAY_SECONDS >= 1")
 
 # Celery: Redis broker in production; eager in-process in the embedded default.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -307,10 +380,17 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE") or "celery"
 # Processes per `celery worker`; unset: one per CPU (Celery's default).
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 0) or None
-# `manage.py run_prod` (make run-prod): gunicorn's sync workers.
+# `manage.py run_prod` (make run-prod): gunicorn's workers, each with GUNICORN_THREADS threads (a slow
+# client holds one thread, not a worker). A request's headers and body must arrive within
+# GUNICORN_REQUEST_READ_TIMEOUT_SECONDS (longer for a large body; fleet/management/commands/run_prod.py).
 GUNICORN_WORKERS = env_int("GUNICORN_WORKERS", 2)
-if GUNICORN_WORKERS < 1 or (CELERY_WORKER_CONCURRENCY or 1) < 1:
-    raise ImproperlyConfigured("GUNICORN_WORKERS and CELERY_WORKER_CONCURRENCY must be at least 1")
+GUNICORN_THREADS = env_int("GUNICORN_THREADS", 8)
+GUNICORN_REQUEST_READ_TIMEOUT_SECONDS = env_int("GUNICORN_REQUEST_READ_TIMEOUT_SECONDS", 10)
+for _name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_REQUEST_READ_TIMEOUT_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1")
+if (CELERY_WORKER_CONCURRENCY or 1) < 1:
+    raise ImproperlyConfigured("CELERY_WORKER_CONCURRENCY must be at least 1")
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").lower()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -31,6 +32,10 @@ class Principal:
     actor: Actor
     token: ApiToken | None = None
     is_authenticated: bool = True
+    instance_id: str = ""  # an instance's own token: good for that instance only
+
+    def may_act_for_instance(self, instance_id: str) -> bool:
+        return not self.instance_id or self.instance_id == instance_id
 
     def has_any(self, scopes: frozenset[str] | set[str]) -> bool:
         return bool(self.scopes & set(scopes))
@@ -67,7 +72,20 @@ def token_principal(token: ApiToken, ip_address: str | None) -> Principal:
         ip_address=ip_address,
         scopes=frozenset(token.scopes),
     )
-    return Principal(scopes=frozenset(token.scopes), site_id=token.site_id, actor=actor, token=token)
+    return Principal(
+        scopes=frozenset(token.scopes),
+        site_id=token.site_id,
+        actor=actor,
+        token=token,
+        instance_id=token.instance_id,
+    )
+
+
+def live_tokens():
+    """Tokens that authenticate now: not revoked, not expired."""
+    return ApiToken.objects.filter(revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    )
 
 
 def token_lookup(plaintext: str) -> ApiToken:

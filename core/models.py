@@ -20,6 +20,9 @@ class ApiToken(models.Model):
     site = models.ForeignKey(
         "sites.Site", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
     )
+    # An instance credential (issued by register): good for that one instance only. Not a foreign key, so
+    # core imports no domain app; instances/services.py removes it with the instance.
+    instance_id = models.CharField(max_length=64, blank=True, default="", db_index=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -64,3 +67,35 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.entity_type} {self.entity_id}"
+
+
+class OutboxMessage(models.Model):
+    """A message for the sockets, written in the transaction of the change that caused it and relayed to
+    the channel layer after commit (core/events.py), so a crash or a channel-layer outage between commit
+    and delivery delays a message but never loses it. Delivered events stay a while with their `seq`, so
+    a socket that reconnects with `lastSeq` is sent what it missed."""
+
+    class Kind(models.TextChoices):
+        EVENT = "event"  # a spec event: numbered with the site's seq when relayed
+        SESSION_END = "session_end"  # closes the sockets of the group (a revoked token, a gone instance)
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.EVENT)
+    group = models.CharField(max_length=100)
+    site_id = models.CharField(max_length=64, blank=True, default="")
+    body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    seq = models.PositiveBigIntegerField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        db_table = "event_outbox"
+        ordering = ["id"]
+        indexes = [
+            # the relays' queue, and the replay of a site's events after a seq
+            models.Index(fields=["id"], condition=models.Q(delivered_at__isnull=True), name="outbox_queued"),
+            models.Index(fields=["site_id", "seq"], name="outbox_site_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} → {self.group} ({self.created_at:%H:%M:%S})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rest_framework import exceptions, permissions
 
 from core.authentication import Principal
@@ -43,11 +45,43 @@ class ScopePermission(permissions.BasePermission):
         return False
 
 
-def require_site_access(request, site_id: str) -> None:
-    """403 when the caller's token is bound to another site."""
+# site id → whether the site takes enrolment tokens for register only (set by the sites app in ready()).
+_requires_instance_tokens: Callable[[str], bool] = lambda site_id: False  # noqa: E731
+
+
+def set_instance_token_policy(policy: Callable[[str], bool]) -> None:
+    global _requires_instance_tokens
+    _requires_instance_tokens = policy
+
+
+def enrolment_refused(principal: Principal, site_id: str) -> str | None:
+    """Why an instance-scope token that is not an instance's own may not act for the site beyond
+    registering (its config says requireInstanceTokens), or None."""
+    if principal.is_admin or principal.instance_id or Scope.INSTANCE not in principal.scopes:
+        return None
+    if not _requires_instance_tokens(site_id):
+        return None
+    return (
+        f"Site {site_id!r} requires instance tokens: this token may only register; use the "
+        "instanceToken that register answers."
+    )
+
+
+def require_site_access(request, site_id: str, *, enrolling: bool = False) -> None:
+    """403 when the caller's token is bound to another site, or (unless `enrolling`, i.e. register) is an
+    enrolment token of a site that requires instance tokens."""
     principal = principal_of(request)
     if not principal.may_access_site(site_id):
         raise exceptions.PermissionDenied(f"This token is bound to site {principal.site_id!r}.")
+    if not enrolling and (refused := enrolment_refused(principal, site_id)):
+        raise exceptions.PermissionDenied(refused)
+
+
+def require_instance_access(request, instance_id: str, site_id: str, *, enrolling: bool = False) -> None:
+    """require_site_access, and 403 when the token is another instance's own."""
+    require_site_access(request, site_id, enrolling=enrolling)
+    if not principal_of(request).may_act_for_instance(instance_id):
+        raise exceptions.PermissionDenied("This token belongs to another instance.")
 
 
 def require_scopes(request, allowed: frozenset[str], what: str) -> None:

@@ -12,6 +12,7 @@ from core.audit import Actor, audit_record
 from core.authentication import hash_token
 from core.crypto import ENCRYPTED_FIELDS, PREFIX, key_ring
 from core.errors import InvalidInput, NotFoundError
+from core.events import end_sessions, token_group
 from core.ids import new_id
 from core.models import ApiToken, Scope
 
@@ -31,8 +32,10 @@ def token_create(
     scopes: list[str],
     site_id: str | None = None,
     expires_days: int | None = None,
+    instance_id: str = "",
 ) -> tuple[ApiToken, str]:
-    """Create a token; returns it with the plaintext, which is never stored or shown again."""
+    """Create a token; returns it with the plaintext, which is never stored or shown again. With
+    `instance_id` it is that instance's own credential (issued by register, see instances/services.py)."""
     errors: dict[str, list[str]] = {}
     name = (name or "").strip()
     if not name or len(name) > 255:
@@ -55,6 +58,7 @@ def token_create(
         prefix=plaintext[:12],
         scopes=sorted(set(scopes)),
         site_id=site_id or None,
+        instance_id=instance_id,
         expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
         created_by=str(actor),
     )
@@ -64,6 +68,7 @@ def token_create(
         entity_type="api_token",
         entity_id=token.id,
         site_id=site_id or "",
+        instance_id=instance_id,
         details={"name": name, "scopes": token.scopes, "expiresAt": _iso(token.expires_at)},
     )
     return token, plaintext
@@ -85,7 +90,22 @@ def token_revoke(*, actor: Actor, token_id: str) -> ApiToken:
             site_id=token.site_id or "",
             details={"name": token.name},
         )
+        _end_token_sessions(token.id, "token_revoked", "The token this socket was opened with was revoked.")
     return token
+
+
+def instance_tokens_delete(*, instance_id: str) -> int:
+    """Delete an instance's own tokens (it re-registered, or is gone) and close the sockets opened with
+    them. No audit row of its own: the caller's (registration, deregistration) says why."""
+    token_ids = list(ApiToken.objects.filter(instance_id=instance_id).values_list("id", flat=True))
+    for token_id in token_ids:
+        _end_token_sessions(token_id, "token_revoked", "This instance token was replaced or withdrawn.")
+    ApiToken.objects.filter(id__in=token_ids).delete()
+    return len(token_ids)
+
+
+def _end_token_sessions(token_id: str, error: str, detail: str) -> None:
+    end_sessions(group=token_group(token_id), code=4401, error=error, detail=detail)
 
 
 def _iso(value) -> str | None:

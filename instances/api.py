@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, ApiView, error_responses, schema
 from core.errors import NotFoundError
 from core.fields import BoundedJSONObjectField, StrictCharField, StrictIntegerField
-from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
+from core.permissions import INSTANCES, READERS, WRITERS, require_instance_access
 from core.timefmt import iso_z
 from instances import selectors, services
 from instances.models import Instance, ReportedStatus
@@ -21,6 +21,14 @@ from sites.selectors import instance_config
 # --- input -----------------------------------------------------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"maxLength": 255},
+        "additionalProperties": {"type": "string", "maxLength": 255},
+        "description": "A string → string map (keys and values of at most 255 characters).",
+    }
+)
 class StringMapField(BoundedJSONObjectField):
     default_error_messages = {"not_strings": "Keys and values must be strings of at most 255 characters."}
 
@@ -37,7 +45,7 @@ class RegisterIn(serializers.Serializer):
     version = StrictCharField(max_length=32, required=False, allow_blank=True, default="")
     podName = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
     capabilities = serializers.ListField(
-        child=StrictCharField(max_length=64), required=False, default=list, max_length=64
+        child=StrictCharField(min_length=1, max_length=64), required=False, default=list, max_length=64
     )
     labels = StringMapField(required=False, default=dict, max_bytes=16384)
 
@@ -69,6 +77,11 @@ RegisterOut = schema(
         "config": InstanceConfigOut(),
         "websocketUrl": serializers.CharField(help_text="Absolute ws:// or wss:// URL of the event socket."),
         "leaderTerm": serializers.IntegerField(help_text="Fencing token; grows on every leadership change."),
+        "instanceToken": serializers.CharField(
+            help_text="This instance's own bearer token, shown once: good for this instance only (heartbeat, "
+            "deregister, the event socket, its site's inventory and results). Re-registering issues a new "
+            "one and withdraws the old."
+        ),
     },
 )
 HeartbeatOut = schema(
@@ -135,7 +148,7 @@ def _instance_for(request, instance_id: str) -> Instance:
     instance = Instance.objects.filter(pk=instance_id).first()
     if instance is None:
         raise NotFoundError(f"No instance {instance_id!r}.")
-    require_site_access(request, instance.site_id)
+    require_instance_access(request, instance.id, instance.site_id)
     return instance
 
 
@@ -144,6 +157,7 @@ def _instance_for(request, instance_id: str) -> Instance:
 
 class RegisterView(ApiView):
     allowed_scopes = {"POST": INSTANCES}
+    throttle_scope = "register"  # + RATE_LIMIT_REGISTER_PER_SITE per siteId (core.throttling)
 
     @extend_schema(
         operation_id="instances_register",
@@ -154,8 +168,10 @@ class RegisterView(ApiView):
     )
     def post(self, request):
         data = self.validated(RegisterIn)
-        require_site_access(request, data["siteId"])
-        instance, site = services.instance_register(
+        existing = selectors.instance_by_identity(data["siteId"], data["hostname"], data["podName"])
+        # An instance's own token may re-register that instance, never enrol another.
+        require_instance_access(request, existing.id if existing else "", data["siteId"], enrolling=True)
+        enrollment = services.instance_enroll(
             actor=self.actor(),
             site_id=data["siteId"],
             hostname=data["hostname"],
@@ -164,6 +180,7 @@ class RegisterView(ApiView):
             capabilities=data["capabilities"],
             labels=data["labels"],
         )
+        instance, site = enrollment.instance, enrollment.site
         return Response(
             {
                 "instanceId": instance.id,
@@ -174,6 +191,7 @@ class RegisterView(ApiView):
                 "config": instance_config(site),
                 "websocketUrl": websocket_url(request),
                 "leaderTerm": site.leader_term,
+                "instanceToken": enrollment.instance_token,
             }
         )
 

@@ -30,3 +30,8 @@ def instance_representation(instance: Instance, now: datetime | None = None) -> 
         "labels": instance.labels,
         "metrics": instance.metrics,
     }
+
+
+def instance_by_identity(site_id: str, hostname: str, pod_name: str) -> Instance | None:
+    """The instance that (siteId, hostname, podName) names, if it is registered."""
+    return Instance.objects.filter(site_id=site_id, hostname=hostname, pod_name=pod_name).first()

@@ -13,10 +13,13 @@ from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 
 from core.audit import Actor, audit_record
-from core.authentication import token_lookup
+from core.authentication import live_tokens, token_lookup, token_principal
 from core.errors import NotFoundError
+from core.events import end_sessions, instance_group
 from core.ids import new_id
 from core.models import Scope
+from core.permissions import enrolment_refused
+from core.services import instance_tokens_delete, token_create
 from instances import election
 from instances.models import Instance, ReportedStatus
 from sites.models import Site
@@ -30,6 +33,13 @@ class HeartbeatResult:
     instance: Instance
     site: Site
     config_changed: bool
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    instance: Instance
+    site: Site
+    instance_token: str  # plaintext, shown once: the instance's own credential
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,23 @@ def instance_register(
     instance.refresh_from_db()
     site.refresh_from_db()
     return instance, site
+
+
+@transaction.atomic
+def instance_enroll(*, actor: Actor, site_id: str, hostname: str, **details: Any) -> Enrollment:
+    """Register, and issue the instance a token of its own (Elastic Fleet's enrollment token → agent
+    key): good for this one instance only. Its earlier ones are withdrawn, and their sockets closed: a
+    re-registering instance is a new process, and a credential should not outlive its holder."""
+    instance, site = instance_register(actor=actor, site_id=site_id, hostname=hostname, **details)
+    instance_tokens_delete(instance_id=instance.id)
+    _, plaintext = token_create(
+        actor=actor,
+        name=f"instance {instance.id} ({hostname})"[:255],
+        scopes=[Scope.INSTANCE],
+        site_id=site.id,
+        instance_id=instance.id,
+    )
+    return Enrollment(instance=instance, site=site, instance_token=plaintext)
 
 
 def instance_heartbeat(
@@ -154,6 +181,14 @@ def instance_deregister(*, actor: Actor, instance_id: str) -> DeregisterResult:
     site_id = instance.site_id
     change = election.leader_step_down(site_id=site_id, instance_id=instance_id, actor=actor)
     Instance.objects.filter(pk=instance_id).delete()
+    # Its sockets learn why first (messages go out in order); then its own tokens go.
+    end_sessions(
+        group=instance_group(instance_id),
+        code=4403,
+        error="deregistered",
+        detail=f"Instance {instance_id} was deregistered; register again to come back.",
+    )
+    instance_tokens_delete(instance_id=instance_id)
     audit_record(
         actor=actor,
         action="instance_deregistered",
@@ -170,6 +205,9 @@ def instance_deregister(*, actor: Actor, instance_id: str) -> DeregisterResult:
 class SocketGrant:
     instance_id: str
     site_id: str
+    token_id: str
+    token_expires_at: datetime | None
+    site_event_seq: int  # the site's last event number when the socket opened
 
 
 class SocketRefused(Exception):
@@ -192,12 +230,26 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
     scopes = set(api_token.scopes)
     if Scope.ADMIN not in scopes and Scope.INSTANCE not in scopes:
         raise SocketRefused(4403, "The event socket needs an instance or admin token.")
-    instance = Instance.objects.filter(pk=instance_id).only("id", "site_id").first() if instance_id else None
+    instance = (
+        Instance.objects.filter(pk=instance_id).select_related("site").only("id", "site__event_seq").first()
+        if instance_id
+        else None
+    )
     if instance is None:
         raise SocketRefused(4403, f"No instance {instance_id!r}; register first.")
     if api_token.site_id and api_token.site_id != instance.site_id:
         raise SocketRefused(4403, f"This token is bound to site {api_token.site_id!r}.")
-    return SocketGrant(instance_id=instance.id, site_id=instance.site_id)
+    if api_token.instance_id and api_token.instance_id != instance.id:
+        raise SocketRefused(4403, "This token belongs to another instance.")
+    if refused := enrolment_refused(token_principal(api_token, None), instance.site_id):
+        raise SocketRefused(4403, refused)
+    return SocketGrant(
+        instance_id=instance.id,
+        site_id=instance.site_id,
+        token_id=api_token.id,
+        token_expires_at=api_token.expires_at,
+        site_event_seq=instance.site.event_seq,
+    )
 
 
 SocketListener = Callable[[str], None]
@@ -237,6 +289,18 @@ def instance_socket_closed(*, instance_id: str, opened_at: datetime | None = Non
     rows.update(socket_disconnected_at=timezone.now())
 
 
-def instance_seen(*, instance_id: str) -> None:
-    """A ping on the socket counts as a sign of life, like a heartbeat."""
-    Instance.objects.filter(pk=instance_id).update(last_heartbeat=timezone.now())
+class SessionEnded(Exception):
+    """The socket's session is over: its token no longer authenticates, or its instance is gone."""
+
+    def __init__(self, code: int, error: str, detail: str):
+        super().__init__(detail)
+        self.code, self.error, self.detail = code, error, detail
+
+
+def instance_seen(*, instance_id: str, token_id: str) -> None:
+    """A ping on the socket is a sign of life, like a heartbeat, while the token the socket was opened
+    with still authenticates; else (or when the instance is gone) SessionEnded, and nothing is moved."""
+    if not live_tokens().filter(pk=token_id).exists():
+        raise SessionEnded(4401, "token_invalid", "This socket's token is revoked or expired.")
+    if not Instance.objects.filter(pk=instance_id).update(last_heartbeat=timezone.now()):
+        raise SessionEnded(4403, "deregistered", f"Instance {instance_id} is gone; register again.")

@@ -103,6 +103,7 @@ class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
                     "collection_interval",
                     "cache_expiration",
                     "cache_max_entries",
+                    "require_instance_tokens",
                     "config_version",
                 )
             },

@@ -12,6 +12,7 @@ CONFIG_DEFAULTS = {
     "collectionInterval": 30000,
     "cacheExpiration": 300000,
     "cacheMaxEntries": 10000,
+    "requireInstanceTokens": False,
 }
 # wire name → model field
 CONFIG_FIELDS = {
@@ -22,6 +23,7 @@ CONFIG_FIELDS = {
     "collectionInterval": "collection_interval",
     "cacheExpiration": "cache_expiration",
     "cacheMaxEntries": "cache_max_entries",
+    "requireInstanceTokens": "require_instance_tokens",
 }
 
 
@@ -49,6 +51,9 @@ class Site(models.Model):
     collection_interval = models.PositiveIntegerField(default=CONFIG_DEFAULTS["collectionInterval"])
     cache_expiration = models.PositiveIntegerField(default=CONFIG_DEFAULTS["cacheExpiration"])
     cache_max_entries = models.PositiveIntegerField(default=CONFIG_DEFAULTS["cacheMaxEntries"])
+    # On: the site's own (enrolment) tokens may only register; everything else needs the instanceToken that
+    # register answers. Off (the default): clients that follow the spec to the letter keep working.
+    require_instance_tokens = models.BooleanField(default=CONFIG_DEFAULTS["requireInstanceTokens"])
     config_version = models.PositiveIntegerField(default=1)
 
     # Fencing token: increments on every leadership change (instances/election.py).

@@ -115,3 +115,8 @@ def instance_config(site: Site) -> dict:
         "cacheMaxEntries": site.cache_max_entries,
         "heartbeatInterval": settings.HEARTBEAT_INTERVAL_SECONDS * 1000,
     }
+
+
+def site_requires_instance_tokens(site_id: str) -> bool:
+    """Whether the site's config turns enrolment tokens into "register only" (requireInstanceTokens)."""
+    return Site.objects.filter(pk=site_id, require_instance_tokens=True).exists()

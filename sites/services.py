@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 
 from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
-from core.events import publish, site_group
+from core.events import end_sessions, publish, site_group
 from sites.models import CONFIG_DEFAULTS, CONFIG_FIELDS, Site
 from sites.schedules import site_schedule_sync, site_schedules_remove
 
@@ -117,6 +117,12 @@ def site_delete(*, actor: Actor, site_id: str) -> None:
     label = site.label
     site.delete()  # instances, tokens bound to it, inventory: ON DELETE CASCADE
     site_schedules_remove(site_id)  # its beat entries: the site's and its seeds'
+    end_sessions(
+        group=site_group(site_id),
+        code=4403,
+        error="site_deleted",
+        detail=f"Site {site_id} was deleted with its instances.",
+    )
     audit_record(
         actor=actor,
         action="site_deleted",

@@ -18,10 +18,13 @@ from tests.check_services import problems
 from tests.e2e.servers import database_url
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+SQLITE_RUN = "PROMSNMP_TESTS_ON_SQLITE"  # set by the test that runs the concurrency tests on SQLite
 
 
 def pytest_sessionstart(session):
     engine = settings.DATABASES["default"]["ENGINE"]
+    if engine.endswith("sqlite3") and os.environ.get(SQLITE_RUN):
+        return  # a module run on SQLite on purpose (tests/e2e/test_sqlite.py)
     if not engine.endswith("postgresql"):
         pytest.exit(
             "The suite runs on PostgreSQL: run it with `make test` (or set DATABASE_URL to a "
@@ -34,6 +37,22 @@ def pytest_sessionstart(session):
 
 
 TEST_ACTOR = Actor(kind="command", name="tests")
+
+
+@pytest.fixture(autouse=True)
+def events_in_process(settings):
+    """The test process holds its sockets in-process (WebsocketCommunicator, `listen`): it delivers its
+    own events to its in-memory layer, and polls no outbox (server processes of the e2e tests do)."""
+    settings.EVENT_RELAY_WITHOUT_SERVER = True
+    settings.EVENT_RELAY_INTERVAL_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Empty rate-limit counters for each test (tests register at the same site ids within a minute)."""
+    from django.core.cache import caches
+
+    caches["throttle"].clear()
 
 
 @pytest.fixture

@@ -126,18 +126,23 @@ def test_register_and_deregister_leave_rows_with_leadership_changes(token_client
     assert response.status_code == 200
     first = response.json()["instanceId"]
     rows = rows_after(start)
-    assert [r.action for r in rows] == ["instance_registered", "leader_assigned"]
+    # Register also issues the instance its own token.
+    assert [r.action for r in rows] == ["instance_registered", "leader_assigned", "token_created"]
     for row in rows:
         assert_trail(row, token, response)
         assert row.site_id == "site-a" and row.instance_id == first
     assert rows[1].details["reason"] == "no_previous_leader"
+    assert (
+        rows[2].details["scopes"] == ["instance"]
+        and rows[2].entity_id == ApiToken.objects.get(instance_id=first).pk
+    )
 
     response = api.post("/api/v1/instances/register", {"siteId": "site-a", "hostname": "b"}, format="json")
     second = response.json()["instanceId"]
 
     start = mark()
     response = api.post("/api/v1/instances/register", {"siteId": "site-a", "hostname": "a"}, format="json")
-    assert [r.action for r in rows_after(start)] == ["instance_reregistered"]
+    assert [r.action for r in rows_after(start)] == ["instance_reregistered", "token_created"]
 
     start = mark()
     response = api.delete(f"/api/v1/instances/{first}")

@@ -47,9 +47,11 @@ def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout
 
 
 @contextmanager
-def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd: Path = ROOT):
-    """Start `manage.py serve` on the test database; yields (base_url, process)."""
-    port = free_port()
+def server_process(command: list[str], env: dict[str, str] | None = None, port: int | None = None, cwd=ROOT):
+    """Start a server command (its HOST and PORT from the environment) on the test database, on `port` or
+    a free one; yields (base_url, process) once /health/ready answers. Stopped (process group) on exit;
+    its output is printed when the test fails, and kept as `process.server_log` for assertions after."""
+    port = port or free_port()
     process_env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -62,12 +64,7 @@ def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd:
     with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", *(args or [])],
-            cwd=cwd,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=cwd, env=process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -75,11 +72,52 @@ def serve(env: dict[str, str] | None = None, args: list[str] | None = None, cwd:
         yield base_url, process
     except BaseException:
         # A failing test shows what the server said (pytest prints captured stderr with the failure).
-        print(f"--- server log ({base_url}) ---\n{log_path.read_text()[-6000:]}", file=sys.stderr)
+        print(
+            f"--- server log ({base_url}: {' '.join(command[1:4])}) ---\n{log_path.read_text()[-6000:]}",
+            file=sys.stderr,
+        )
         raise
     finally:
         stop(process)
+        process.server_log = log_path.read_text()
         log_path.unlink(missing_ok=True)
+
+
+def serve(
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    cwd: Path = ROOT,
+    port: int | None = None,
+):
+    """`manage.py serve` (daphne: the embedded default, or the WebSocket server with --no-beat)."""
+    return server_process([sys.executable, "manage.py", "serve", *(args or [])], env, port, cwd)
+
+
+def gunicorn(env: dict[str, str] | None = None, workers: int = 2):
+    """gunicorn as production runs it (run_prod's worker class and options)."""
+    from fleet.management.commands.run_prod import gunicorn_arguments
+
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
+    # gunicorn 27 would also open a control socket at a per-user path
+    command += ["--workers", str(workers), *gunicorn_arguments(), "--no-control-socket"]
+    return server_process(command, env, port)
+
+
+def manage(command: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a management command in a process of its own on the test database (no Redis unless given)."""
+    process_env = {**os.environ, "DATABASE_URL": database_url(), **(env or {})}
+    if not (env or {}).get("REDIS_URL"):
+        process_env.pop("REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", command, *args],
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def delete_redis_keys(url: str, match: str) -> None:
@@ -161,6 +199,19 @@ class EventSocket:
         self.connection.send(json.dumps({"type": "ping", "payload": {}}))
         pong, _ = self.wait_for("pong", 10)
         return pong
+
+    def closed(self, timeout: float) -> tuple[int, dict | None]:
+        """Read until the server closes the socket: (close code, the last frame before the close)."""
+        from websockets.exceptions import ConnectionClosed
+
+        deadline, last = time.monotonic() + timeout, None
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                frame = self.receive(min(remaining, 0.1))
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else closed.code, last
+            last = frame or last
+        raise AssertionError(f"still open after {timeout:.1f} s; got {[f for _, f in self.frames][-6:]}")
 
     def close(self) -> None:
         self.connection.close()

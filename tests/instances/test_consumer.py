@@ -13,11 +13,11 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
 from django.utils import timezone
 
 import core.events
 from config.asgi import application
-from core.events import build_event
 from core.models import ApiToken
 from core.services import token_create, token_revoke
 from instances import election, frames
@@ -235,8 +235,14 @@ def test_a_deregistered_instance_cannot_open_its_socket(world, client_for):
 
 
 def test_the_socket_joins_its_site_and_instance_groups_and_only_those(world, memory_layer):
+    def publish(group: str, site: str, event_type: str) -> None:
+        with transaction.atomic():  # relayed from the outbox after commit, as from any service
+            core.events.publish(
+                group=group, event_type=event_type, site_id=site, payload={"marker": event_type}
+            )
+
     async def send(group: str, site: str, event_type: str) -> None:
-        await db(core.events._send)(group, build_event(event_type, site, {"marker": event_type}))
+        await db(publish)(group, site, event_type)
 
     async def body():
         socket = await opened(path(world["a"], world["instance"]))
@@ -395,6 +401,19 @@ def handled():
 
 MALFORMED = [
     ("not JSON", "parse_error", {"text_data": "{not json"}),
+    # From a chaos run: json.loads recursed and the socket closed with 1011 (issue 8, section 6).
+    ("30000 [", "parse_error", {"text_data": "[" * 30000}),
+    ("30000 [ and 30000 ]", "parse_error", {"text_data": "[" * 30000 + "]" * 30000}),
+    (
+        "65 levels in a payload",
+        "parse_error",
+        {"text_data": '{"type": "ping", "payload": ' + "[" * 65 + "]" * 65 + "}"},
+    ),
+    (
+        "NaN in a payload",
+        "parse_error",
+        {"text_data": f'{{"type": "{TEST_FRAME}", "payload": {{"x": NaN}}}}'},
+    ),
     ("a list", "bad_frame", {"text_data": "[1, 2, 3]"}),
     ("a string", "bad_frame", {"text_data": '"ping"'}),
     ("no type", "bad_frame", {"text_data": '{"payload": {}}'}),

@@ -26,5 +26,6 @@ def test_register_two_instances_first_is_leader(make_site, client_for):
         "config",
         "websocketUrl",
         "leaderTerm",
+        "instanceToken",
     }
     assert first.json()["websocketUrl"] == "ws://testserver/api/v1/ws"

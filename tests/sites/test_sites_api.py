@@ -23,6 +23,7 @@ DEFAULT_CONFIG = {
     "collectionInterval": 30000,
     "cacheExpiration": 300000,
     "cacheMaxEntries": 10000,
+    "requireInstanceTokens": False,
 }
 LONDON = {
     "id": "london-colo-01",

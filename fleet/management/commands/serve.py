@@ -28,7 +28,7 @@ class Command(BaseCommand):
         from daphne.server import Server
 
         from config.asgi import application
-        from core.events import set_server_loop
+        from core.events import set_server_loop, start_relay
 
         call_command("sync_schedules", verbosity=0)
         beat = None
@@ -43,7 +43,9 @@ class Command(BaseCommand):
             beat.start()
 
         def ready():
-            set_server_loop(asyncio.get_event_loop())
+            loop = asyncio.get_event_loop()
+            set_server_loop(loop)
+            start_relay(loop)  # delivers what other processes queued for this server's sockets
             self.stdout.write(f"Serving on http://{host}:{port} (embedded: {settings.EMBEDDED})", ending="\n")
             self.stdout.flush()
 
