@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# For messages about free-form JSON (metadata, metrics) that storable() refused.
+UNSTORABLE_MESSAGE = (
+    "No NUL characters or unpaired surrogates in strings, and no numbers beyond ±1.8e308 (such as 1e400)."
+)
 
 
 def storable(value: Any) -> bool:
-    """PostgreSQL text and jsonb refuse NUL and unpaired surrogates (a 500 if they reached it)."""
-    if isinstance(value, str):
-        return "\x00" not in value and not any("\ud800" <= c <= "\udfff" for c in value)
-    if isinstance(value, dict):
-        return all(storable(k) and storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(storable(v) for v in value)
+    """Whether PostgreSQL can hold the value: text and jsonb refuse NUL and unpaired surrogates, and jsonb
+    has no Infinity or NaN (JSON's 1e400 parses as infinity; a 500 if it reached the database).
+
+    The one check every free-form JSON value passes before it is stored. Iterative, so any depth.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or _SURROGATE.search(item):
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
     return True
 
 

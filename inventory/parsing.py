@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.utils.dateparse import parse_datetime
-
 from core.crypto import fingerprint
 from core.snmpconfig import parse_snmp_credentials
-from core.validation import storable, strict_int
+from core.timefmt import TIMESTAMP_MESSAGE, parse_timestamp
+from core.validation import UNSTORABLE_MESSAGE, storable, strict_int
 
 MAX_AGENTS = 64
 MAX_METADATA_BYTES = 16384
@@ -157,18 +156,15 @@ def parse_device(data: Any, path: str) -> tuple[DeviceInput | None, dict[str, li
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         error("metadata", "Expected an object.")
-    elif not storable(metadata) or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        error("metadata", f"At most {MAX_METADATA_BYTES} bytes of JSON, without NUL characters.")
+    elif not storable(metadata):  # first: json.dumps would write 1e400 as Infinity, not fail
+        error("metadata", UNSTORABLE_MESSAGE)
+    elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        error("metadata", f"At most {MAX_METADATA_BYTES} bytes of JSON.")
     discovered_at = None
     if data.get("discoveredAt") is not None:
-        try:
-            discovered_at = (
-                parse_datetime(data["discoveredAt"]) if isinstance(data["discoveredAt"], str) else None
-            )
-        except ValueError:
-            discovered_at = None
-        if discovered_at is None or discovered_at.tzinfo is None:
-            error("discoveredAt", "An ISO-8601 timestamp with a zone, e.g. 2024-01-10T08:00:00Z.")
+        discovered_at = parse_timestamp(data["discoveredAt"])  # in UTC, or None when out of range
+        if discovered_at is None:
+            error("discoveredAt", TIMESTAMP_MESSAGE)
 
     raw_agents = data.get("agents")
     agents: list[AgentInput] = []

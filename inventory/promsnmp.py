@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.errors import InvalidInput
+from core.parsers import JSONInputError, loads_strict
 
 DEFAULT_KEY = "0123456789ABCDEF"  # PromSNMP's InventoryBackupManager.DEFAULT_SYMMETRIC_KEY
 KEY_SIZES = (16, 24, 32)  # AES-128/192/256; PromSNMP writes plain JSON with a key of any other length
@@ -127,11 +128,12 @@ def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_object)
+        # Strict: bounded nesting (json.loads recursed on 5000 `[`), no NaN or Infinity literals.
+        document = loads_strict(raw.decode("utf-8"), object_pairs_hook=_object)
     except UnicodeDecodeError as exc:
         raise PromSnmpFileError(f"{what} is not UTF-8 text.") from exc
-    except json.JSONDecodeError as exc:
-        raise PromSnmpFileError(f"{what} is not valid JSON: {exc}.") from exc
+    except JSONInputError as exc:
+        raise PromSnmpFileError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise PromSnmpFileError(f"{what} is JSON but not an object: expected {{'devices': [...], …}}.")
     if "devices" not in document and "discoverySeeds" not in document:

@@ -242,6 +242,16 @@ RAW_CASES = [
         "parse_error",
     ),
     ("not UTF-8", b'{"label": "\xff\xfe"}', "application/json", 400, "parse_error"),
+    (
+        "Infinity",
+        '{"id": "x", "label": "X", "location": {"latitude": -Infinity}}',
+        "application/json",
+        400,
+        "parse_error",
+    ),
+    ("5000 [", "[" * 5000 + "]" * 5000, "application/json", 400, "parse_error"),  # was RecursionError, a 500
+    ("5000 [ unclosed", "[" * 5000, "application/json", 400, "parse_error"),
+    ("5000 nested objects", '{"a":' * 5000 + "1" + "}" * 5000, "application/json", 400, "parse_error"),
     ("a JSON array", '[{"id": "x", "label": "X"}]', "application/json", 400, "validation_error"),
     ("a JSON string", '"site"', "application/json", 400, "validation_error"),
     ("a JSON number", "42", "application/json", 400, "validation_error"),

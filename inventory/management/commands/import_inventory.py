@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor
@@ -52,13 +54,7 @@ class Command(BaseCommand):
     def handle(self, *args, site_id, file, format, mode, key, dry_run, **options):
         if not Site.objects.filter(pk=site_id).exists():
             raise CommandError(f"No site {site_id!r}.")
-        path = Path(file)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise CommandError(f"{file}: no such file.") from exc
-        except OSError as exc:
-            raise CommandError(f"{file}: cannot read it ({exc.strerror or exc}).") from exc
+        data = self._read(file)
         try:
             loaded = read_document(data, key=key, format=format)
         except PromSnmpFileError as exc:
@@ -109,6 +105,27 @@ class Command(BaseCommand):
                 f"Imported {described} into site {site_id} ({mode}): nothing changed ({counts}). "
                 f"Inventory version stays {result.version}."
             )
+
+    def _read(self, file: str) -> bytes:
+        """The file's bytes, at most MAX_INVENTORY_BODY_BYTES (the PUT inventory limit): /dev/zero or a
+        huge file is refused, never read whole into memory."""
+        limit = settings.MAX_INVENTORY_BODY_BYTES
+        too_large = CommandError(
+            f"{file}: larger than MAX_INVENTORY_BODY_BYTES ({limit} bytes); nothing imported. "
+            "Raise that setting (an environment variable) to import a larger file."
+        )
+        try:
+            with Path(file).open("rb") as handle:
+                if os.fstat(handle.fileno()).st_size > limit:  # a regular file: refused unread
+                    raise too_large
+                data = handle.read(limit + 1)  # devices and pipes report no size
+        except FileNotFoundError as exc:
+            raise CommandError(f"{file}: no such file.") from exc
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read it ({exc.strerror or exc}).") from exc
+        if len(data) > limit:
+            raise too_large
+        return data
 
     def _parse(self, document: dict, errors: dict[str, list[str]], *, promsnmp: bool, file: str):
         """Validate every device and seed; any error → CommandError naming each field, nothing imported."""
