@@ -56,6 +56,11 @@ api_v1 = [
         "discovery-run",
     ),
     *v1(
+        "sites/<str:site_id>/discovery-runs/<str:run_id>/cancel",
+        discovery_runs_api.RunCancelView.as_view(),
+        "discovery-run-cancel",
+    ),
+    *v1(
         "sites/<str:site_id>/refresh-inventory",
         inventory_refresh_api.RefreshInventoryView.as_view(),
         "refresh-inventory",

@@ -38,6 +38,7 @@ class RunStatus(models.TextChoices):
     COMPLETED = "completed"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # by an operator (API or admin)
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING)

@@ -1,6 +1,6 @@
 """Discovery runs: trigger, dispatch to the site's leader, progress and completion reports, timeouts.
 
-A run goes pending → dispatched → running → completed | failed | timed_out.
+A run goes pending → dispatched → running → completed | failed | timed_out | cancelled.
 - Triggered with a live leader, it is dispatched at once: `run_discovery {runId, seedIds, triggeredBy}` to
   the leader's own group (`instance.<id>`). Without one it waits as pending.
 - A seed is in one active run at a time: a trigger naming (or, site-wide, choosing) a seed that is in
@@ -17,6 +17,10 @@ A run goes pending → dispatched → running → completed | failed | timed_out
   dispatched to, since an old leader may still hold the results of its scan.
 - Pending runs time out after DISCOVERY_PENDING_TIMEOUT_SECONDS (from their creation), dispatched and
   running ones after DISCOVERY_RUN_TIMEOUT_SECONDS (from their last dispatch).
+- An operator may cancel an active run (`run_cancel`): it ends as cancelled at once, so its seeds may run
+  again, and the instance it is dispatched to gets `cancel_discovery {runId}` (a pending run has none).
+  A cancelled run is finished like the others: its frames are refused, results posted with its runId
+  count on it as on any ended run.
 - The seeds' lastRun, lastRunStatus and devicesFound follow each run when it ends; the site's
   lastDiscovery follows every run that completed or failed.
 
@@ -53,8 +57,15 @@ SCHEDULED = "scheduled"
 TRIGGERS = (MANUAL, SCHEDULED)
 MAX_SEEDS_PER_RUN = 1000
 # What a finished run leaves on its seeds (the spec's seed shows lastRunStatus "success").
-SEED_STATUS = {RunStatus.COMPLETED: "success", RunStatus.FAILED: "failed", RunStatus.TIMED_OUT: "timed_out"}
-FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT)
+SEED_STATUS = {
+    RunStatus.COMPLETED: "success",
+    RunStatus.FAILED: "failed",
+    RunStatus.TIMED_OUT: "timed_out",
+    RunStatus.CANCELLED: "cancelled",
+}
+FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+# Ended by the leader's report: it ran, so its counts stand and it is the site's last discovery.
+REPORTED = (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
 def pending_timeout_seconds() -> int:
@@ -63,6 +74,15 @@ def pending_timeout_seconds() -> int:
 
 def run_timeout_seconds() -> int:
     return settings.DISCOVERY_RUN_TIMEOUT_SECONDS
+
+
+class RunFinished(ConflictError):
+    """409 run_finished: the run has already ended (completed, failed, timed out or cancelled)."""
+
+    def __init__(self, run: DiscoveryRun):
+        super().__init__("run_finished", f"Discovery run {run.pk!r} has already ended ({run.status}).")
+        self.run_id = run.pk
+        self.status = run.status
 
 
 class RunInProgress(ConflictError):
@@ -282,22 +302,70 @@ def on_socket_opened(instance_id: str) -> None:
 
 
 def _finish(run: DiscoveryRun, status: str, now: datetime) -> None:
-    """End a run (the caller holds the site and run locks): the run, its seeds and the site follow."""
+    """End a run (the caller holds the site and run locks): the run, its seeds and the site follow.
+    A timed-out or cancelled run did not report its end: no startedAt is made up, and the seeds'
+    devicesFound and the site's lastDiscovery stay as they were."""
+    reported = status in REPORTED
     run.status = status
     run.completed_at = now
-    if run.started_at is None and status != RunStatus.TIMED_OUT:
+    if run.started_at is None and reported:
         run.started_at = run.dispatched_at or now
     run.save()
     seed_values: dict[str, Any] = {
         "last_run": run.started_at or run.dispatched_at or run.created_at,
         "last_run_status": SEED_STATUS[status],
     }
-    if status != RunStatus.TIMED_OUT:
+    if reported:
         seed_values["devices_found"] = run.devices_found
     # Run status, not configuration: no inventory version moves for it.
     DiscoverySeed.objects.filter(site_id=run.site_id, pk__in=run.seed_ids).update(**seed_values)
-    if status != RunStatus.TIMED_OUT:
+    if reported:
         Site.objects.filter(pk=run.site_id).update(last_discovery_at=now)
+
+
+def run_cancel(*, actor: Actor, site_id: str, run_id: str) -> DiscoveryRun:
+    """An operator ends an active run: cancelled, completedAt now, its seeds free to run again at once.
+    The instance it is dispatched to (dispatched or running) gets cancel_discovery {runId} after commit;
+    a pending run has none to tell. 404 for an unknown site or a run not in it; 409 run_finished
+    (RunFinished) when it has already ended, which changes nothing.
+
+    The site row, then the run row, are locked as run_complete and dispatch lock them: a cancel racing
+    the leader's discovery_complete (or a redispatch) leaves exactly one of them applied."""
+    with transaction.atomic():
+        site_get_locked(site_id)
+        run = DiscoveryRun.objects.select_for_update().filter(pk=run_id, site_id=site_id).first()
+        if run is None:
+            raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
+        if run.status not in ACTIVE_RUN_STATUSES:
+            raise RunFinished(run)
+        was = run.status
+        holder = run.dispatched_to if was in (RunStatus.DISPATCHED, RunStatus.RUNNING) else ""
+        run.error_detail = f"Cancelled while {was}."
+        _finish(run, RunStatus.CANCELLED, timezone.now())
+        if holder:
+            publish(
+                group=instance_group(holder),
+                event_type="cancel_discovery",
+                site_id=site_id,
+                payload={"runId": run.pk},
+            )
+        audit_record(
+            actor=actor,
+            action="discovery_run_cancelled",
+            entity_type="discovery_run",
+            entity_id=run.pk,
+            site_id=site_id,
+            instance_id=holder,
+            details={"previousStatus": was, "seedIds": run.seed_ids, "notified": holder or None},
+        )
+    logger.info(
+        "discovery run %s cancelled by %s (was %s)",
+        run.pk,
+        actor,
+        was,
+        extra={"siteId": site_id, "runId": run.pk},
+    )
+    return run
 
 
 def runs_expire(*, now: datetime | None = None) -> list[str]:

@@ -560,6 +560,7 @@ def test_every_admin_page_renders(admin, make_site, register, make_token):
     [
         ("instances.models.Instance", "make_leader", "change_instance"),
         ("instances.models.Instance", "deregister", "delete_instance"),
+        ("discovery.models.DiscoveryRun", "cancel_runs", "change_discoveryrun"),
         ("inventory.models.Device", "delete_devices", "delete_device"),
         ("discovery.models.DiscoverySeed", "delete_seeds", "delete_discoveryseed"),
     ],
