@@ -2,12 +2,22 @@
 
 Standard library only (urllib), called from asyncio through `asyncio.to_thread`: an instance makes a
 few requests a minute, so a thread per call costs nothing and needs no HTTP dependency.
+
+Two tokens: the bootstrap token the agent was started with, used to register; and the `instanceToken`
+a register answer may carry (a credential for that one instance), used for every other call once
+given. A manager that sends no instanceToken gets the bootstrap token everywhere.
+
+Failures: an answer that is not 2xx raises ApiError (with `retry_after` from a Retry-After header);
+a manager that cannot be reached raises OSError (ConnectionError for a reply cut short).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,22 +29,59 @@ USER_AGENT = "promsnmp-agent/0.1"
 class ApiError(Exception):
     """An answer that is not 2xx: `status`, and the manager's `{error, detail, fields}` as `body`."""
 
-    def __init__(self, method: str, path: str, status: int, body: Any):
+    def __init__(self, method: str, path: str, status: int, body: Any, *, retry_after: float | None = None):
         self.status = status
         self.body = body
         self.code = body.get("error") if isinstance(body, dict) else None
+        self.retry_after = retry_after
         super().__init__(f"{method} {path}: {status} {body}")
+
+    @property
+    def retryable(self) -> bool:
+        """Worth sending again as is, later: overload (429, 503), a server error, a timeout."""
+        return self.status in (408, 425, 429) or self.status >= 500
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds (`120`) or an HTTP-date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class ManagerClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 30):
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.bootstrap_token = token
+        self.instance_token: str | None = None
         self.timeout = timeout
+
+    @property
+    def token(self) -> str:
+        """The token for every call but register: the instance's own once the manager issued one."""
+        return self.instance_token or self.bootstrap_token
 
     # --- plumbing ------------------------------------------------------------------------------------
 
-    def request_sync(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+    def request_sync(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Any:
         url = f"{self.base_url}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -42,25 +89,47 @@ class ManagerClient:
             raise ValueError(f"not an HTTP URL: {url!r}")
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 -- http(s) checked
-        request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("Authorization", f"Bearer {token or self.token}")
         request.add_header("Accept", "application/json")
         request.add_header("User-Agent", USER_AGENT)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = exc.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
             try:
                 detail: Any = json.loads(raw) if raw else None
             except ValueError:
                 detail = raw.decode(errors="replace")[:500]
-            raise ApiError(method, path, exc.code, detail) from None
-        return json.loads(raw) if raw else None
+            retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            raise ApiError(method, path, exc.code, detail, retry_after=retry_after) from None
+        except http.client.HTTPException as exc:  # a reply cut short (IncompleteRead, BadStatusLine, …)
+            raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:  # a 2xx that is not JSON: a proxy's page, a body cut short
+            raise ConnectionError(f"{method} {path}: the answer is not JSON") from None
 
-    async def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
-        return await asyncio.to_thread(self.request_sync, method, path, body, query)
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Any:
+        return await asyncio.to_thread(
+            self.request_sync, method, path, body, query, headers=headers, token=token
+        )
 
     # --- the protocol --------------------------------------------------------------------------------
 
@@ -74,8 +143,9 @@ class ManagerClient:
         capabilities: list[str] | None = None,
         labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """POST /api/v1/instances/register → {instanceId, isLeader, config, websocketUrl, leaderTerm, …}."""
-        return await self.request(
+        """POST /api/v1/instances/register → {instanceId, isLeader, config, websocketUrl, leaderTerm, …}.
+        Always with the bootstrap token; an `instanceToken` in the answer is used from then on."""
+        answer = await self.request(
             "POST",
             "/api/v1/instances/register",
             {
@@ -86,7 +156,10 @@ class ManagerClient:
                 "capabilities": capabilities if capabilities is not None else ["snmpv1", "snmpv2c", "snmpv3"],
                 "labels": labels or {},
             },
+            token=self.bootstrap_token,
         )
+        self.instance_token = answer.get("instanceToken") or None if isinstance(answer, dict) else None
+        return answer
 
     async def heartbeat(
         self,
@@ -134,12 +207,49 @@ class ManagerClient:
         instance_id: str,
         run_id: str | None = None,
         source: str = "discovery",
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """POST …/inventory/devices (discovery results) → {added, updated, unchanged, failed, …}."""
-        body: dict[str, Any] = {"source": source, "instanceId": instance_id, "devices": devices}
-        if run_id:
-            body["runId"] = run_id
-        return await self.request("POST", f"/api/v1/sites/{_q(site_id)}/inventory/devices", body)
+        return await self.post_results(
+            site_id,
+            results_body(devices, instance_id=instance_id, run_id=run_id, source=source),
+            idempotency_key,
+        )
+
+    async def post_results(
+        self, site_id: str, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """POST a discovery-results body as queued; a repeat with the same key is stored once."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self.request(
+            "POST", f"/api/v1/sites/{_q(site_id)}/inventory/devices", body, headers=headers
+        )
+
+    async def get_inventory(self, site_id: str) -> dict[str, Any]:
+        """The whole inventory document, secrets included (an instance token may)."""
+        return await self.request(
+            "GET", f"/api/v1/sites/{_q(site_id)}/inventory", query={"includeCredentials": "true"}
+        )
+
+    async def get_changes(self, site_id: str, since: int) -> dict[str, Any]:
+        """What changed after version `since`; ApiError 410 when the log no longer covers it."""
+        return await self.request(
+            "GET",
+            f"/api/v1/sites/{_q(site_id)}/inventory/changes",
+            query={"since": since, "includeCredentials": "true"},
+        )
+
+    async def get_config(self, site_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/sites/{_q(site_id)}/config")
+
+
+def results_body(
+    devices: list[dict[str, Any]], *, instance_id: str, run_id: str | None = None, source: str = "discovery"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"source": source, "instanceId": instance_id, "devices": devices}
+    if run_id:
+        body["runId"] = run_id
+    return body
 
 
 def _q(part: str) -> str:

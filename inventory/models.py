@@ -87,3 +87,33 @@ class InventoryChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} v{self.version} {self.change_type}"
+
+
+class IdempotencyKey(models.Model):
+    """A POST …/inventory/devices answered under an `Idempotency-Key` (inventory/idempotency.py): a repeat
+    of that key by the same caller for the same site gets this stored answer, and changes nothing.
+
+    Written in the transaction that applied the request, so a key is never seen half-done: a concurrent
+    repeat waits on the site lock, then finds the committed answer (or no row, if the first one failed
+    and rolled back). Rows older than IDEMPOTENCY_KEY_TTL_SECONDS (24 h) are pruned on insert."""
+
+    id = models.BigAutoField(primary_key=True)
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="+")
+    # Who used the key: "instance:<instanceId>" for results naming an instance (its token may change on
+    # re-registration), else "token:<tokenId>".
+    owner = models.CharField(max_length=80)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)  # sha256 of the canonical JSON body
+    status = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [
+            models.UniqueConstraint(fields=["site", "owner", "key"], name="unique_idempotency_key")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idx_idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.owner} {self.key}"

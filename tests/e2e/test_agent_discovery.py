@@ -285,10 +285,12 @@ def test_a_run_pending_before_the_agent_starts_reaches_it_and_a_refused_target_f
     assert log_path.read_text().count(f"discovery run {trigger['runId']}: seeds") == 1  # run once
 
 
-def test_reconnect_backoff_is_capped_then_jittered():
+def test_reconnect_backoff_is_capped_then_fully_jittered():
+    """The runner's backoff is agent.backoff's (tests/agent/test_resilience.py has the rest): every delay
+    in [0, min(cap, base·2^n)], jitter applied after the cap."""
     from agent.runner import backoff
 
-    delays = [backoff(attempt, base=0.5, cap=30) for attempt in range(12)]
-    assert 0.25 <= delays[0] <= 0.5
-    assert all(15 <= delay <= 30 for delay in delays[7:])  # at the cap, still spread over [cap/2, cap]
-    assert len({round(d, 6) for d in delays[7:]}) > 1
+    delays = [backoff(attempt, base=0.5, cap=30) for attempt in range(40)]
+    assert all(0 <= delay <= min(30, 0.5 * 2**attempt) for attempt, delay in enumerate(delays))
+    assert len({round(d, 6) for d in delays[7:]}) > 1  # at the cap, still spread
+    assert min(delays[7:]) < 25  # over all of [0, cap], not parked near it
