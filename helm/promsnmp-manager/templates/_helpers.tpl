@@ -156,6 +156,7 @@ LEADER_CHECK_INTERVAL_SECONDS: {{ $c.leaderCheckIntervalSeconds | quote }}
 FAILOVER_GRACE_SECONDS: {{ $c.failoverGraceSeconds | quote }}
 CELERY_QUEUE: {{ default $fullname $c.celeryQueue | quote }}
 CHANNEL_LAYER_PREFIX: {{ default $fullname $c.channelLayerPrefix | quote }}
+THROTTLE_CACHE_PREFIX: {{ default $fullname $c.throttleCachePrefix | quote }}
 LOG_LEVEL: {{ $c.logLevel | quote }}
 LOG_FORMAT: {{ $c.logFormat | quote }}
 {{- range $name, $value := $c.extra }}
