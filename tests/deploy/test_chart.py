@@ -119,6 +119,12 @@ def test_commands_match_the_production_processes():
     api = container(docs, "api")["command"]
     assert api[:2] == local["gunicorn"][:2] == ["gunicorn", "config.wsgi"]
     assert api[api.index("--forwarded-allow-ips") + 1] == ""  # Django's NUM_PROXIES decides, as in run_prod
+    # The worker class that reads requests within a deadline, and its threads (issue 8: slow clients).
+    for option in ("--worker-class", "--forwarded-allow-ips", "--graceful-timeout"):
+        assert api[api.index(option) + 1] == local["gunicorn"][local["gunicorn"].index(option) + 1], option
+    assert api[api.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
+    threads = yaml.safe_load((CHART / "values.yaml").read_text())["api"]["threads"]
+    assert api[api.index("--threads") + 1] == str(threads) == str(settings.GUNICORN_THREADS)
 
     ws = container(docs, "ws")["command"]
     assert ws[:2] == ["python", "manage.py"]
@@ -138,6 +144,8 @@ def test_gunicorn_workers_and_worker_concurrency_come_from_values():
     docs = render("ingress")
     api = container(docs, "api")["command"]
     assert api[api.index("--workers") + 1] == "4"
+    api = container(render("minimal", "api.threads=16"), "api")["command"]
+    assert api[api.index("--threads") + 1] == "16"
     assert "CELERY_WORKER_CONCURRENCY" not in env_map(container(docs, "worker"))  # null: one per CPU
     docs = render("minimal")
     assert env_map(container(docs, "worker"))["CELERY_WORKER_CONCURRENCY"]["value"] == "2"
@@ -444,7 +452,7 @@ def test_settings_values_land_in_the_configmap():
     assert data["HEARTBEAT_INTERVAL_SECONDS"] == "30"
     assert data["HEARTBEAT_TIMEOUT_SECONDS"] == "90"
     assert data["DB_POOL_MAX_SIZE"] == "4"
-    assert data["CELERY_QUEUE"] == data["CHANNEL_LAYER_PREFIX"] == FULLNAME
+    assert data["CELERY_QUEUE"] == data["CHANNEL_LAYER_PREFIX"] == data["THROTTLE_CACHE_PREFIX"] == FULLNAME
     assert data["LOG_FORMAT"] == "json"
 
 

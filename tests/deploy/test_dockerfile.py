@@ -95,6 +95,9 @@ def test_cmd_is_gunicorn_in_exec_form_and_the_ports_are_exposed():
     command = json.loads(cmd)  # exec form: signals reach gunicorn
     assert command[:2] == ["gunicorn", "config.wsgi"]
     assert command[command.index("--bind") + 1] == "0.0.0.0:8000"
+    # Started as run_prod starts it: its worker class (slow clients hold a thread, not a worker).
+    assert command[command.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
+    assert command[command.index("--threads") + 1] == "8"
     (expose,) = [rest for k, rest in stage if k == "EXPOSE"]
     assert expose.split() == ["8000", "8001"]
 

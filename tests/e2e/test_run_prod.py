@@ -9,8 +9,11 @@ with real clients:
 - Celery beat and the worker run the leader health check: a leader that stops heartbeating is replaced
   and the follower's socket gets leader_assigned (beat → Redis → worker → Redis → daphne: no other
   process runs the check);
-- SIGTERM to the launcher stops every process it started (checked by pid) and it exits 0; when one of
-  them dies, it stops the others and exits 1.
+- SIGTERM to the launcher stops every process it started (checked by pid) and it exits 0;
+- a process that dies is started again after a back-off: SIGKILL to daphne, and a WebSocket connects
+  again; SIGKILL to gunicorn's master, and REST answers again (its old workers are gone);
+- a process that crashes at once on every start (gunicorn with a bad GUNICORN_CMD_ARGS) is a crash loop:
+  after CRASH_LOOP_LIMIT starts, with the back-off between them, everything stops and it exits 1.
 And without Redis or PostgreSQL it refuses to start, at once, saying what is missing.
 """
 
@@ -84,12 +87,8 @@ def launcher_environment(**values: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def run_prod(redis_url: str, own_name: str, tmp_path: Path):
-    """Start `manage.py run_prod` on free loopback ports; yields (launcher, REST URL, WebSocket-port URL).
-
-    The launcher is a session leader, so that a kill of its group cleans up whatever the test left.
-    """
+def start_launcher(redis_url: str, own_name: str, tmp_path: Path, **values: str):
+    """Start `manage.py run_prod` on free loopback ports; returns (launcher, REST URL, WebSocket URL)."""
     port = free_port()
     ws_port = next(candidate for candidate in iter(free_port, None) if candidate != port)
     env = launcher_environment(
@@ -102,10 +101,9 @@ def run_prod(redis_url: str, own_name: str, tmp_path: Path):
         VAR_DIR=str(tmp_path),
         GUNICORN_WORKERS="2",
         CELERY_WORKER_CONCURRENCY="1",
+        **values,
     )
-    log_path = tmp_path / "run-prod.log"
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
+    with open(tmp_path / "run-prod.log", "wb") as log:
         launcher = subprocess.Popen(
             [sys.executable, "manage.py", "run_prod"],
             cwd=ROOT,
@@ -114,7 +112,29 @@ def run_prod(redis_url: str, own_name: str, tmp_path: Path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    rest, ws = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ws_port}"
+    return launcher, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ws_port}"
+
+
+def kill_everything(launcher: subprocess.Popen) -> None:
+    """SIGKILL to the launcher and all below it (each child leads a process group of its own)."""
+    leftovers = descendants(launcher.pid)
+    with suppress(ProcessLookupError):
+        os.killpg(launcher.pid, signal.SIGKILL)
+    for pid in leftovers:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+
+
+@contextmanager
+def run_prod(redis_url: str, own_name: str, tmp_path: Path, **values: str):
+    """Start `manage.py run_prod` and wait until it serves; yields (launcher, REST URL, WebSocket-port URL).
+
+    The launcher is a session leader; whatever the test leaves is killed by pid at the end.
+    """
+    log_path = tmp_path / "run-prod.log"
+    started = time.monotonic()
+    launcher, rest, ws = start_launcher(redis_url, own_name, tmp_path, **values)
     try:
         wait_ready(rest, launcher, log_path)
         wait_ready(ws, launcher, log_path)
@@ -127,9 +147,7 @@ def run_prod(redis_url: str, own_name: str, tmp_path: Path):
         print(f"--- run_prod log ---\n{log_path.read_text(errors='replace')[-8000:]}", file=sys.stderr)
         raise
     finally:
-        with suppress(ProcessLookupError):  # whatever is left of its session
-            os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.wait()
+        kill_everything(launcher)
 
 
 def assert_all_gone(pids: list[int]) -> None:
@@ -220,14 +238,109 @@ def test_run_prod_serves_rest_and_websocket_and_runs_beat_and_worker(redis_url, 
         assert_all_gone(pids)
 
 
-@pytest.mark.timeout(60)
-def test_run_prod_stops_everything_and_fails_when_one_process_dies(redis_url, own_name, tmp_path):
-    with run_prod(redis_url, own_name, tmp_path) as (launcher, _rest, _ws):
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def child_pid(launcher: subprocess.Popen, name: str) -> int | None:
+    """The pid of the launcher's child `name` (gunicorn's master, not its workers), if it runs."""
+    for pid in descendants(launcher.pid):
+        if parent(pid) == launcher.pid and CHILDREN[name] in command_line(pid) and running(pid):
+            return pid
+    return None
+
+
+def wait_for_restart(launcher: subprocess.Popen, name: str, old_pid: int, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = child_pid(launcher, name)
+        if pid is not None and pid != old_pid:
+            return pid
+        assert launcher.poll() is None, f"the launcher exited with {launcher.returncode}"
+        time.sleep(0.1)
+    raise AssertionError(f"{name} not started again within {timeout} s")
+
+
+@pytest.mark.timeout(120)
+def test_run_prod_restarts_daphne_and_gunicorn_when_they_die(redis_url, own_name, tmp_path):
+    site = "run-prod-restart"
+    site_create(actor=TEST_ACTOR, site_id=site, values={"label": "Run prod restart"})
+    _, token = token_create(actor=TEST_ACTOR, name="instances", scopes=["instance"], site_id=site)
+    log_path = tmp_path / "run-prod.log"
+
+    def connect(rest: str) -> EventSocket:
+        answer = register(rest, token, site, "promsnmp-a")
+        socket = EventSocket(f"{answer['websocketUrl']}?instanceId={answer['instanceId']}&token={token}")
+        assert socket.ping()["siteId"] == site
+        return socket
+
+    with run_prod(redis_url, own_name, tmp_path) as (launcher, rest, ws):
+        connect(rest).close()
+
+        # daphne dies: started again after 1 s, and an instance's WebSocket connects again.
+        daphne = child_pid(launcher, "daphne")
+        os.kill(daphne, signal.SIGKILL)
+        killed = time.monotonic()
+        new_daphne = wait_for_restart(launcher, "daphne", daphne)
+        wait_ready(ws, launcher, log_path)
+        print(f"\nrun_prod: daphne serves again {time.monotonic() - killed:.1f} s after SIGKILL")
+        assert time.monotonic() - killed >= 1  # the back-off
+        connect(rest).close()
+
+        # gunicorn's master dies: its workers go with it, a new master serves REST again.
+        master = child_pid(launcher, "gunicorn")
+        workers = descendants(master)
+        assert len(workers) == 2, workers
+        os.kill(master, signal.SIGKILL)
+        killed = time.monotonic()
+        new_master = wait_for_restart(launcher, "gunicorn", master)
+        wait_ready(rest, launcher, log_path)
+        print(f"run_prod: gunicorn serves again {time.monotonic() - killed:.1f} s after SIGKILL")
+        assert_all_gone([master, *workers])  # no orphaned worker
+        live = requests.get(f"{rest}/health/live", timeout=10)
+        assert live.status_code == 200 and live.headers["Server"].startswith("gunicorn")
+        connect(rest).close()  # a real authenticated request through the new master, and the socket
+
+        log = log_path.read_text(errors="replace")
+        assert "daphne exited with code -9 (1 of 5 allowed in 60 s): restarting in 1 s" in log
+        assert "gunicorn exited with code -9 (1 of 5 allowed in 60 s): restarting in 1 s" in log
+
+        # SIGTERM still stops everything, the restarted processes included, and exits 0.
         pids = descendants(launcher.pid)
-        beat = next(pid for pid in pids if CHILDREN["beat"] in command_line(pid))
-        os.kill(beat, signal.SIGKILL)
-        assert launcher.wait(timeout=30) == 1
+        assert {new_daphne, new_master} <= set(pids)
+        os.kill(launcher.pid, signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
         assert_all_gone(pids)
+
+
+@pytest.mark.timeout(120)
+def test_run_prod_stops_everything_and_fails_on_a_crash_loop(redis_url, own_name, tmp_path):
+    # gunicorn reads GUNICORN_CMD_ARGS: an unknown option makes it exit 2 at once, on every start.
+    launcher, _rest, _ws = start_launcher(redis_url, own_name, tmp_path, GUNICORN_CMD_ARGS="--no-such-option")
+    seen: dict[int, str] = {}  # pid: command line, while it ran
+    try:
+        started = time.monotonic()
+        while launcher.poll() is None and time.monotonic() - started < 90:
+            seen.update((pid, command_line(pid)) for pid in descendants(launcher.pid) if pid not in seen)
+            time.sleep(0.05)
+        log = (tmp_path / "run-prod.log").read_text(errors="replace")
+        assert launcher.returncode == 1, log[-4000:]
+    finally:
+        kill_everything(launcher)
+    elapsed = time.monotonic() - started
+    print(f"\nrun_prod: exited 1 on the crash loop after {elapsed:.1f} s")
+    # Five starts, with 1 + 2 + 4 + 8 s of back-off between them; the others ran meanwhile.
+    assert log.count("gunicorn exited with code 2") == 5
+    for count, delay in ((1, 1), (2, 2), (3, 4), (4, 8)):
+        assert f"gunicorn exited with code 2 ({count} of 5 allowed in 60 s): restarting in {delay} s" in log
+    assert "gunicorn exited with code 2, 5 times in 60 s: crash loop, stopping everything" in log
+    assert elapsed >= 1 + 2 + 4 + 8
+    names = {name for line in seen.values() for name, marker in CHILDREN.items() if marker in line}
+    assert {"daphne", "worker", "beat"} <= names, seen
+    assert_all_gone(sorted(seen))
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,18 @@
 
 Refuses to start without a PostgreSQL DATABASE_URL and a REDIS_URL. Prepares the database (migrate,
 collectstatic, sync_schedules), then starts four processes, each line of their output prefixed with
-their name, and supervises them: when one exits, the others are stopped and this command exits 1;
+their name, and supervises them: a process that exits is restarted after a back-off (1 s, 2 s, 4 s …,
+at most CRASH_BACKOFF_MAX_SECONDS); one that exits CRASH_LOOP_LIMIT times within
+CRASH_LOOP_WINDOW_SECONDS is in a crash loop, and then all are stopped and this command exits 1.
 SIGTERM or SIGINT stops them all (SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS) and exits 0.
+Each child leads a process group of its own, so that what a dead child leaves behind (gunicorn's
+workers, Celery's pool) is killed with it before it is started again.
 
 HOST, PORT and WS_PORT come from the settings (the environment), so that every child reads the same
 values: gunicorn needs WS_PORT to build the register response's websocketUrl.
+
+gunicorn runs config.gunicorn.ThreadWorker (gthread with a read deadline); the image and the Helm chart
+start it the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.management import call_command
@@ -25,6 +35,10 @@ from django.db import connections
 
 STOP_TIMEOUT_SECONDS = 15
 GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 10  # requests in flight finish, within STOP_TIMEOUT_SECONDS
+CRASH_BACKOFF_FIRST_SECONDS = 1  # doubled for each crash of the same process within the window
+CRASH_BACKOFF_MAX_SECONDS = 30
+CRASH_LOOP_LIMIT = 5  # this many exits of one process within the window: stop everything, exit 1
+CRASH_LOOP_WINDOW_SECONDS = 60
 OUTPUT_LOCK = threading.Lock()
 
 
@@ -45,27 +59,70 @@ class Command(BaseCommand):
         stop_requested = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_requested.set())
-        children: dict[str, subprocess.Popen] = {}
-        failed = None
+        children = [Child(name, command) for name, command in child_commands().items()]
+        crash_loop = False
         try:
-            for name, command in child_commands().items():
-                children[name] = start(name, command)
+            for child in children:
+                child.start()
             say(
                 "run_prod",
                 f"REST on http://{settings.HOST}:{settings.PORT} (gunicorn), WebSocket on "
                 f"ws://{settings.HOST}:{settings.WS_PORT}/api/v1/ws (daphne), Celery worker (queue "
                 f"{settings.CELERY_TASK_DEFAULT_QUEUE}) and beat; pids "
-                + ", ".join(f"{name} {child.pid}" for name, child in children.items()),
+                + ", ".join(f"{child.name} {child.process.pid}" for child in children),
             )
-            while failed is None and not stop_requested.wait(0.2):
-                failed = next((name for name, child in children.items() if child.poll() is not None), None)
-            if failed is not None:
-                code = children[failed].returncode
-                say("run_prod", f"{failed} exited with code {code}: stopping the others")
+            while not crash_loop and not stop_requested.wait(0.2):
+                crash_loop = any([child.supervise(time.monotonic()) for child in children])
         finally:
-            stop_all(children.values())
-        if failed is not None:
+            stop_all([child.process for child in children if child.process is not None])
+        if crash_loop:
             sys.exit(1)
+
+
+@dataclass
+class Child:
+    """One supervised process: restarted with back-off when it exits, until it crash-loops."""
+
+    name: str
+    command: list[str]
+    process: subprocess.Popen | None = None
+    crashes: deque[float] = field(default_factory=deque)  # monotonic times of exits within the window
+    restart_at: float = 0.0
+
+    def start(self) -> None:
+        self.process = start(self.name, self.command)
+
+    def supervise(self, now: float) -> bool:
+        """Restart when due; True when the process is in a crash loop (the caller stops everything)."""
+        if self.process is None:
+            if now >= self.restart_at:
+                self.start()
+                say("run_prod", f"{self.name} restarted, pid {self.process.pid}")
+            return False
+        code = self.process.poll()
+        if code is None:
+            return False
+        kill_group(self.process)  # what it left: gunicorn's workers hold the port the next one binds
+        self.process = None
+        self.crashes.append(now)
+        while self.crashes[0] < now - CRASH_LOOP_WINDOW_SECONDS:
+            self.crashes.popleft()
+        count = len(self.crashes)
+        if count >= CRASH_LOOP_LIMIT:
+            say(
+                "run_prod",
+                f"{self.name} exited with code {code}, {count} times in {CRASH_LOOP_WINDOW_SECONDS} s: "
+                "crash loop, stopping everything",
+            )
+            return True
+        delay = min(CRASH_BACKOFF_FIRST_SECONDS * 2 ** (count - 1), CRASH_BACKOFF_MAX_SECONDS)
+        self.restart_at = now + delay
+        say(
+            "run_prod",
+            f"{self.name} exited with code {code} ({count} of {CRASH_LOOP_LIMIT} allowed in "
+            f"{CRASH_LOOP_WINDOW_SECONDS} s): restarting in {delay} s",
+        )
+        return False
 
 
 def refuse_unless_production_services() -> None:
@@ -93,6 +150,14 @@ def close_database_connections() -> None:
             connection.close_pool()
 
 
+def gunicorn_arguments() -> list[str]:
+    """gunicorn's options after the bind address: the same here, in the image and in the chart."""
+    return [
+        *("--worker-class", "config.gunicorn.ThreadWorker", "--threads", str(settings.GUNICORN_THREADS)),
+        *("--forwarded-allow-ips", "", "--graceful-timeout", str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS)),
+    ]
+
+
 def child_commands() -> dict[str, list[str]]:
     import gunicorn
 
@@ -105,8 +170,7 @@ def child_commands() -> dict[str, list[str]]:
         # Forwarded headers are Django's business (NUM_PROXIES), as under daphne: gunicorn trusts none.
         "gunicorn": [
             *(python, "-m", "gunicorn", "config.wsgi", "--bind", bind),
-            *("--workers", str(settings.GUNICORN_WORKERS), "--forwarded-allow-ips", ""),
-            *("--graceful-timeout", str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS), *no_control_socket),
+            *("--workers", str(settings.GUNICORN_WORKERS), *gunicorn_arguments(), *no_control_socket),
         ],
         "daphne": [
             *(python, str(settings.BASE_DIR / "manage.py"), "serve", "--no-beat"),
@@ -131,6 +195,7 @@ def start(name: str, command: list[str]) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
+        process_group=0,  # its own group: kill_group() reaches the processes it started
     )
     threading.Thread(target=copy_output, args=(name, child.stdout), daemon=True).start()
     return child
@@ -157,8 +222,16 @@ def say(name: str, line: str) -> None:
         sys.stdout.flush()
 
 
+def kill_group(child: subprocess.Popen) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
 def stop_all(children) -> None:
-    """SIGTERM to every child still running; SIGKILL to those still there after STOP_TIMEOUT_SECONDS."""
+    """SIGTERM to every child still running; SIGKILL to those still there after STOP_TIMEOUT_SECONDS.
+
+    Then SIGKILL to whatever is left in their process groups.
+    """
     children = list(children)
     for child in children:
         if child.poll() is None:
@@ -170,3 +243,4 @@ def stop_all(children) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        kill_group(child)
