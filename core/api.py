@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from core.errors import InvalidInput
 from core.permissions import principal_of
+from core.timefmt import TIMESTAMP_MESSAGE, parse_timestamp
 
 
 def schema(name: str, fields: dict) -> type[serializers.Serializer]:
@@ -45,8 +48,16 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
 # What any endpoint that takes a JSON body can answer besides its own errors.
 BODY_ERRORS = (400, 401, 403, 411, 413, 415)
 
-LIMIT_PARAM = OpenApiParameter("limit", int, description="Page size (1-1000, default 100).")
-OFFSET_PARAM = OpenApiParameter("offset", int, description="Items to skip (default 0).")
+LIMIT_PARAM = OpenApiParameter(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, description="Page size (default 100)."
+)
+OFFSET_PARAM = OpenApiParameter(
+    "offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, description="Items to skip (default 0)."
+)
+# A version number in a query (?version=, ?since=): what the server parses, 1 to 18 digits.
+VERSION_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
+# A free-text filter in a query: present means non-empty (see ApiView.check_query).
+FILTER_SCHEMA = {"type": "string", "minLength": 1}
 
 
 def page_params(query, default_limit: int = 100, max_limit: int = 1000) -> tuple[int, int]:
@@ -69,10 +80,46 @@ def page_params(query, default_limit: int = 100, max_limit: int = 1000) -> tuple
     return values["limit"], values["offset"]
 
 
+def timestamp_param(query, name: str) -> datetime | None:
+    """An ISO-8601 query parameter (?since=) in UTC; None when absent; 400 naming it when not a
+    timestamp with a zone or outside what a datetime holds in UTC (9999-12-31T23:59:59-23:59)."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    moment = parse_timestamp(raw)
+    if moment is None:
+        raise InvalidInput({name: [TIMESTAMP_MESSAGE]})
+    return moment
+
+
+def optional_body(properties: dict) -> dict:
+    """The request of an endpoint whose JSON body may be left out or be null (json_object(optional=True)):
+    an object with these properties, or null."""
+    return {"application/json": {"type": ["object", "null"], "properties": properties}}
+
+
 # Base for every v1 endpoint: scopes per method (`allowed_scopes`), helpers for the caller.
 # (A comment, not a docstring: drf-spectacular would copy a docstring into every operation.)
 class ApiView(APIView):
     allowed_scopes: dict = {}
+    # Query parameters that may be repeated (?deviceIds=a&deviceIds=b); any other is given at most once.
+    repeatable_query: frozenset[str] = frozenset()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.check_query(request)
+
+    def check_query(self, request) -> None:
+        """A query parameter given twice (?limit=1&limit=2) or empty (?format=) is a 400, so that what a
+        request means never depends on which copy the server reads, and the schema's types hold."""
+        errors = {}
+        for name, values in request.query_params.lists():
+            if len(values) > 1 and name not in self.repeatable_query:
+                errors[name] = ["Give this parameter at most once."]
+            elif any(value == "" for value in values) and name not in self.repeatable_query:
+                errors[name] = ["Must not be empty: leave the parameter out instead."]
+        if errors:
+            raise InvalidInput(errors)
 
     def actor(self):
         return principal_of(self.request).actor

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.validation import storable
+from core.schema import snmp_credentials_schema
+from core.validation import UNSTORABLE_MESSAGE, storable
+
+
+def with_schema(field_class: type[serializers.Field], schema: dict) -> type[serializers.Field]:
+    """field_class, documented in the OpenAPI schema as `schema` (a pattern, an enum): a subclass, as
+    serializers copy their declared field instances and an annotation on an instance would be lost."""
+    return extend_schema_field(schema)(type(field_class.__name__, (field_class,), {}))
 
 
 class StrictCharField(serializers.CharField):
@@ -35,13 +43,14 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class BoundedJSONObjectField(serializers.JSONField):
     """A JSON object whose encoded size stays under a limit (metrics, labels)."""
 
     default_error_messages = {
         "not_object": "Expected a JSON object.",
         "too_large": "At most {max_bytes} bytes of JSON.",
-        "unstorable": "Strings must not contain NUL characters or unpaired surrogates.",
+        "unstorable": UNSTORABLE_MESSAGE,
     }
 
     def __init__(self, *, max_bytes: int = 65536, **kwargs):
@@ -58,3 +67,8 @@ class BoundedJSONObjectField(serializers.JSONField):
         if not storable(data):
             self.fail("unstorable")
         return data
+
+
+# SNMP credentials (agents, seeds) as core.snmpconfig checks them, one variant per version and
+# securityLevel: validated there, in plain Python; this field documents them.
+SnmpCredentialsField = with_schema(serializers.JSONField, snmp_credentials_schema())

@@ -7,13 +7,20 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
-from core.api import LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
-from core.errors import InvalidInput
+from core.api import (
+    FILTER_SCHEMA,
+    LIMIT_PARAM,
+    OFFSET_PARAM,
+    ApiView,
+    error_responses,
+    page_params,
+    schema,
+    timestamp_param,
+)
 from core.models import AuditLog
 from core.permissions import ADMINS
 from core.timefmt import iso_z
@@ -103,8 +110,8 @@ class AuditLogView(ApiView):
         operation_id="audit_log_list",
         summary="Audit log, newest first (admin tokens)",
         parameters=[
-            OpenApiParameter("siteId", str),
-            OpenApiParameter("entityType", str, description="site, instance, api_token, …"),
+            OpenApiParameter("siteId", FILTER_SCHEMA),
+            OpenApiParameter("entityType", FILTER_SCHEMA, description="site, instance, api_token, …"),
             OpenApiParameter("since", datetime, description="ISO-8601; entries at or after it."),
             LIMIT_PARAM,
             OFFSET_PARAM,
@@ -125,15 +132,7 @@ class AuditLogView(ApiView):
             rows = rows.filter(site_id=site_id)
         if entity_type := request.query_params.get("entityType"):
             rows = rows.filter(entity_type=entity_type)
-        if since_text := request.query_params.get("since"):
-            try:
-                since = parse_datetime(since_text)
-            except ValueError:
-                since = None
-            if since is None or since.tzinfo is None:
-                raise InvalidInput(
-                    {"since": ["An ISO-8601 timestamp with a zone, e.g. 2024-01-15T10:30:00Z."]}
-                )
+        if since := timestamp_param(request.query_params, "since"):
             rows = rows.filter(created_at__gte=since)
         total = rows.count()
         page = rows.order_by("-id")[offset : offset + limit]

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
 from core.errors import InvalidInput, NotFoundError
+from core.fields import SnmpCredentialsField, with_schema
 from core.permissions import INSTANCES, READERS, WRITERS, credentials_allowed, require_site_access
 from core.snmpconfig import AUTH_PROTOCOLS, PRIV_PROTOCOLS, SECURITY_LEVELS
 from discovery import seeds, selectors
@@ -30,28 +31,6 @@ INCLUDE_CREDENTIALS_PARAM = OpenApiParameter(
 _VERSION_HELP = "1 (v1), 2 (v2c) or 3 (v3)."
 
 
-class SeedSnmpConfigIn(serializers.Serializer):
-    version = serializers.ChoiceField([1, 2, 3], help_text=_VERSION_HELP)
-    type = serializers.ChoiceField(
-        ["community", "usm"], required=False, help_text="community for v1/v2c, usm for v3 (implied)."
-    )
-    readCommunity = serializers.CharField(max_length=255, required=False, help_text="Required for v1/v2c.")
-    writeCommunity = serializers.CharField(max_length=255, required=False, allow_null=True)
-    securityName = serializers.CharField(max_length=255, required=False, help_text="Required for v3.")
-    securityLevel = serializers.ChoiceField(SECURITY_LEVELS, required=False, help_text="Required for v3.")
-    authProtocol = serializers.ChoiceField(
-        AUTH_PROTOCOLS, required=False, help_text="Required for authNoPriv and authPriv."
-    )
-    authPassphrase = serializers.CharField(
-        min_length=8, max_length=255, required=False, help_text="Required for authNoPriv and authPriv."
-    )
-    privProtocol = serializers.ChoiceField(PRIV_PROTOCOLS, required=False, help_text="Required for authPriv.")
-    privPassphrase = serializers.CharField(
-        min_length=8, max_length=255, required=False, help_text="Required for authPriv."
-    )
-    engineId = serializers.CharField(max_length=255, required=False, allow_null=True)
-
-
 def _options_fields(required: bool) -> dict:
     return {
         name: serializers.IntegerField(
@@ -68,7 +47,10 @@ SeedOptionsIn = schema("SeedOptionsIn", _options_fields(required=False))
 
 
 class SeedIn(serializers.Serializer):
-    name = serializers.CharField(max_length=255, help_text="Unique within the site.")
+    # Not blank: at least one character that is not white space.
+    name = with_schema(serializers.CharField, {"type": "string", "pattern": r"\S"})(
+        max_length=seeds.MAX_NAME, help_text="Unique within the site."
+    )
     targets = serializers.ListField(
         child=serializers.CharField(),
         min_length=1,
@@ -78,7 +60,7 @@ class SeedIn(serializers.Serializer):
             "addresses in all."
         ),
     )
-    snmpConfig = SeedSnmpConfigIn()
+    snmpConfig = SnmpCredentialsField()
     schedule = serializers.CharField(
         required=False,
         allow_null=True,
@@ -118,7 +100,10 @@ SeedOut = schema(
         "enabled": serializers.BooleanField(),
         "options": schema("SeedOptions", _options_fields(required=True))(),
         "lastRun": serializers.DateTimeField(allow_null=True),
-        "lastRunStatus": serializers.CharField(allow_null=True),
+        "lastRunStatus": serializers.CharField(
+            allow_null=True,
+            help_text="How the seed's last run ended: success, failed, timed_out or cancelled; null before.",
+        ),
         "devicesFound": serializers.IntegerField(allow_null=True),
         "estimatedTargets": serializers.IntegerField(help_text="Addresses covered (a /24 counts 256)."),
         "createdAt": serializers.DateTimeField(),

@@ -4,6 +4,7 @@ POST …/discovery-seeds/{seedId}/run  → 202 {status, runId, estimatedTargets,
 POST …/discovery-runs {seedIds?}     → 202 the same, with seedIds
 GET  …/discovery-runs                → {discoveryRuns, total}, newest first
 GET  …/discovery-runs/{runId}        → the run
+POST …/discovery-runs/{runId}/cancel → 200 the run, cancelled (409 run_finished when it has ended)
 (… = /api/v1/sites/{siteId})
 """
 
@@ -20,6 +21,7 @@ from core.api import (
     ApiView,
     ErrorSerializer,
     error_responses,
+    optional_body,
     page_params,
     schema,
 )
@@ -54,24 +56,20 @@ TriggerOut = schema(
         ),
     },
 )
-TriggerManyIn = schema(
-    "DiscoveryRunRequest",
-    {
-        "seedIds": serializers.ListField(
-            child=serializers.CharField(),
-            required=False,
-            allow_null=True,
-            help_text="The seeds to run (1 to 1000); left out or null: every enabled seed of the site.",
-        )
-    },
-)
 RunOut = schema(
     "DiscoveryRun",
     {
         "runId": serializers.CharField(),
         "seedId": serializers.CharField(help_text="The first of seedIds (the spec's single seed)."),
         "seedIds": serializers.ListField(child=serializers.CharField()),
-        "status": serializers.ChoiceField(RunStatus.values),
+        "status": serializers.ChoiceField(
+            RunStatus.values,
+            help_text=(
+                "pending: waiting for a leader; dispatched: run_discovery sent; running: progress reported; "
+                "completed, failed: reported by the leader; timed_out: no end within the timeout; "
+                "cancelled: cancelled by an operator (cancel_discovery sent to its instance)."
+            ),
+        ),
         "startedAt": serializers.DateTimeField(allow_null=True),
         "completedAt": serializers.DateTimeField(allow_null=True),
         "targetsScanned": serializers.IntegerField(),
@@ -114,8 +112,30 @@ TRIGGER_CONFLICT = {
         ],
     )
 }
+CANCEL_CONFLICT = {
+    409: OpenApiResponse(
+        ErrorSerializer,
+        description=(
+            "run_finished: the run has already ended (completed, failed, timed_out or cancelled); "
+            "nothing changes."
+        ),
+        examples=[
+            OpenApiExample(
+                "run_finished",
+                value={
+                    "error": "run_finished",
+                    "detail": "Discovery run 'run_abc123' has already ended (completed).",
+                    "fields": {},
+                },
+            )
+        ],
+    )
+}
+_ONE_STATUS = "(?:" + "|".join(RunStatus.values) + ")"
 STATUS_PARAM = OpenApiParameter(
-    "status", str, description="Only runs in this status (comma-separated for several)."
+    "status",
+    {"type": "string", "pattern": f"^{_ONE_STATUS}(?:,{_ONE_STATUS})*$"},
+    description="Only runs in this status (comma-separated for several).",
 )
 
 
@@ -204,7 +224,16 @@ class RunListView(ApiView):
     @extend_schema(
         operation_id="discovery_runs_create",
         summary="Run several seeds (or every enabled seed) of the site as one run (202)",
-        request=TriggerManyIn,
+        request=optional_body(
+            {
+                "seedIds": {
+                    "type": ["array", "null"],
+                    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "minItems": 1,
+                    "description": "The seeds to run; left out or null: every enabled seed of the site.",
+                }
+            }
+        ),
         responses={202: TriggerOut, **error_responses(*BODY_ERRORS, 404), **TRIGGER_CONFLICT},
         tags=["discovery"],
     )
@@ -244,4 +273,31 @@ class RunDetailView(ApiView):
         if run is None:
             site_get(site_id)
             raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
+        return Response(run_representation(run))
+
+
+class RunCancelView(ApiView):
+    allowed_scopes = {"POST": WRITERS}
+
+    @extend_schema(
+        operation_id="discovery_runs_cancel",
+        summary="Cancel a pending, dispatched or running discovery run",
+        description=(
+            "The run ends as cancelled (completedAt set) and its seeds may run again at once. A run "
+            "dispatched to an instance (dispatched or running) is followed by the event "
+            'cancel_discovery {"runId": ...} to that instance; a pending run tells nobody. The leader\'s '
+            "later discovery_progress and discovery_complete frames for it are refused (run_finished). "
+            "No body."
+        ),
+        request=None,
+        responses={
+            200: OpenApiResponse(RunOut, description="The run, now cancelled (as GET returns it)."),
+            **error_responses(401, 403, 404),
+            **CANCEL_CONFLICT,
+        },
+        tags=["discovery"],
+    )
+    def post(self, request, site_id: str, run_id: str):
+        require_site_access(request, site_id)
+        run = runs.run_cancel(actor=self.actor(), site_id=site_id, run_id=run_id)
         return Response(run_representation(run))

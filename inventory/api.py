@@ -12,8 +12,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from core.api import BODY_ERRORS, ApiView, error_responses, schema
+from core.api import BODY_ERRORS, VERSION_SCHEMA, ApiView, ErrorSerializer, error_responses, schema
 from core.errors import ApiError, InvalidInput, NotFoundError
+from core.fields import SnmpCredentialsField, with_schema
 from core.models import Scope
 from core.permissions import (
     INSTANCES,
@@ -23,9 +24,11 @@ from core.permissions import (
     principal_of,
     require_site_access,
 )
+from core.schema import snmp_credentials_schema
 from core.timefmt import iso_z
-from inventory import selectors, services, versioning
+from inventory import idempotency, selectors, services, versioning
 from inventory.models import InventoryChange
+from inventory.parsing import MAX_AGENTS
 from sites.models import Site
 from sites.selectors import site_get
 
@@ -56,23 +59,55 @@ AgentDoc = schema(
             required=False, help_text='8 to 255 characters; "****" unless revealed'
         ),
         "engineId": serializers.CharField(required=False),
-        "timeout": serializers.IntegerField(required=False, help_text="ms"),
-        "retries": serializers.IntegerField(required=False),
+        "timeout": serializers.IntegerField(min_value=1, max_value=600_000, required=False, help_text="ms"),
+        "retries": serializers.IntegerField(min_value=0, max_value=100, required=False),
         "isPrimary": serializers.BooleanField(default=False),
     },
 )
 _DEVICE_FIELDS = {
-    "sysName": serializers.CharField(allow_null=True, max_length=255),
-    "sysDescr": serializers.CharField(allow_null=True, required=False),
-    "sysContact": serializers.CharField(allow_null=True, required=False),
-    "sysLocation": serializers.CharField(allow_null=True, required=False),
-    "sysObjectId": serializers.CharField(allow_null=True, required=False),
-    "agents": AgentDoc(many=True),
-    "interfaces": serializers.IntegerField(allow_null=True, required=False),
+    # As inventory.parsing checks them.
+    "sysName": serializers.CharField(allow_null=True, allow_blank=True, max_length=255),
+    "sysDescr": serializers.CharField(allow_null=True, allow_blank=True, max_length=4096, required=False),
+    "sysContact": serializers.CharField(allow_null=True, allow_blank=True, max_length=255, required=False),
+    "sysLocation": serializers.CharField(allow_null=True, allow_blank=True, max_length=255, required=False),
+    "sysObjectId": with_schema(
+        serializers.CharField, {"type": ["string", "null"], "pattern": r"^(\.?[0-9]+(\.[0-9]+)*)?$"}
+    )(allow_null=True, allow_blank=True, max_length=128, required=False, help_text="Dotted OID."),
+    "agents": serializers.ListField(child=AgentDoc(), min_length=1, max_length=MAX_AGENTS),
+    "interfaces": serializers.IntegerField(
+        allow_null=True, min_value=0, max_value=10_000_000, required=False
+    ),
     "metadata": serializers.DictField(required=False),
 }
+# An agent as inventory.parsing.parse_agent takes it: where it answers, and its credentials.
+AGENT_INPUT_SCHEMA = {
+    "allOf": [
+        {
+            "type": "object",
+            "properties": {
+                "address": {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}], "type": "string"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 161},
+                "timeout": {"type": "integer", "minimum": 1, "maximum": 600_000, "description": "ms"},
+                "retries": {"type": "integer", "minimum": 0, "maximum": 100},
+                "isPrimary": {"type": "boolean", "default": False},
+            },
+            "required": ["address"],
+        },
+        snmp_credentials_schema(),
+    ]
+}
 DeviceIn = schema(
-    "DeviceInput", {**_DEVICE_FIELDS, "discoveredAt": serializers.DateTimeField(required=False)}
+    "DeviceInput",
+    {
+        **_DEVICE_FIELDS,
+        "agents": serializers.ListField(
+            child=with_schema(serializers.JSONField, AGENT_INPUT_SCHEMA)(),
+            min_length=1,
+            max_length=MAX_AGENTS,
+            help_text="Two agents may not share address and port; at most one isPrimary (else the first).",
+        ),
+        "discoveredAt": serializers.DateTimeField(required=False),
+    },
 )
 DeviceOut = schema(
     "Device",
@@ -90,7 +125,7 @@ SeedDoc = schema(
         "id": serializers.CharField(read_only=True),
         "name": serializers.CharField(),
         "targets": serializers.ListField(child=serializers.CharField()),
-        "snmpConfig": serializers.DictField(),
+        "snmpConfig": SnmpCredentialsField(),
         "schedule": serializers.CharField(allow_null=True, required=False),
         "enabled": serializers.BooleanField(default=True),
         "options": serializers.DictField(required=False),
@@ -140,16 +175,27 @@ InventoryPutOut = schema(
 AddDevicesIn = schema(
     "AddDevices",
     {
-        "devices": DeviceIn(many=True),
+        # Each item is checked on its own: one that is not a valid DeviceInput is counted in `failed` with
+        # its error (a 200), so the schema takes any item.
+        "devices": serializers.ListField(
+            child=serializers.JSONField(), help_text="DeviceInput objects; an invalid one fails alone."
+        ),
         "source": serializers.ChoiceField(list(SOURCES), default="api"),
-        "instanceId": serializers.CharField(required=False),
+        # null or "" reads as absent.
+        "instanceId": serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64),
         "seedId": serializers.CharField(
             required=False,
+            allow_null=True,
+            allow_blank=True,
+            max_length=64,
             help_text="Without runId: the results belong to the newest active run of this seed dispatched "
             "to instanceId, if any.",
         ),
         "runId": serializers.CharField(
             required=False,
+            allow_null=True,
+            allow_blank=True,
+            max_length=64,
             help_text="The discovery run these results belong to: its counts follow them, and the "
             "instance the run was dispatched to may post them even if it is no longer the leader.",
         ),
@@ -251,14 +297,21 @@ def _seeds(site: Site, include_credentials: bool) -> list[dict]:
 
 class InventoryView(ApiView):
     allowed_scopes = {"GET": READERS | INSTANCES, "PUT": WRITERS}
+    repeatable_query = frozenset({"deviceIds"})
 
     @extend_schema(
         operation_id="inventory_retrieve",
         summary="The site's inventory: devices with agents, and discovery seeds (streamed)",
         parameters=[
-            OpenApiParameter("version", int, description="Answer 304 when this version is current or newer."),
+            OpenApiParameter(
+                "version", VERSION_SCHEMA, description="Answer 304 when this version is current or newer."
+            ),
             INCLUDE_CREDENTIALS,
-            OpenApiParameter("deviceIds", str, description="Comma-separated and/or repeated device ids."),
+            OpenApiParameter(
+                "deviceIds",
+                {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 10000},
+                description="Comma-separated and/or repeated device ids.",
+            ),
         ],
         responses={
             200: InventoryOut,
@@ -344,18 +397,51 @@ class InventoryView(ApiView):
         )
 
 
+_KEY_EDGE = "[\\x21-\\x7e\\xa1-\\xac\\xae-\\xff]"
+_KEY_CHAR = "[\\x20-\\x7e\\xa1-\\xac\\xae-\\xff]"
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER,
+    # What key_from_header() accepts: str.isprintable() over the header's Latin-1, with no space at
+    # either end (it strips them).
+    {
+        "type": "string",
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": f"^{_KEY_EDGE}(?:{_KEY_CHAR}*{_KEY_EDGE})?$",
+    },
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Optional, 1-255 printable characters (a UUID). The first request with a key is processed and its "
+        "answer kept for at least 24 h; a repeat with the same key (same site, same instanceId, or same "
+        "token when the body names no instance) gets that answer again, with the header "
+        "Idempotent-Replayed: true, and changes nothing. The same key with a different body: 422 "
+        "idempotency_key_reused. Error answers are not kept: a repeat is processed afresh. Two requests "
+        "with the same key at once run one after the other."
+    ),
+)
+
+
 class InventoryDevicesView(ApiView):
     allowed_scopes = {"POST": WRITERS | INSTANCES}
 
     @extend_schema(
         operation_id="inventory_add_devices",
         summary="Add or update devices (discovery results); each bad device fails alone",
+        parameters=[IDEMPOTENCY_KEY],
         request=AddDevicesIn,
-        responses={200: AddDevicesOut, **error_responses(*BODY_ERRORS, 404, 409)},
+        responses={
+            200: AddDevicesOut,
+            **error_responses(*BODY_ERRORS, 404, 409),
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="idempotency_key_reused: the Idempotency-Key was used with a different body.",
+            ),
+        },
         tags=["inventory"],
     )
     def post(self, request, site_id: str):
         _site(request, site_id)
+        key = idempotency.key_from_header(request.headers.get(idempotency.HEADER))
         body = self.json_object()
         errors = {}
         if not isinstance(body.get("devices"), list):
@@ -378,34 +464,61 @@ class InventoryDevicesView(ApiView):
         # Instances post discovery results; only the site's leader may (or the instance a run named by
         # runId was dispatched to).
         is_instance = Scope.INSTANCE in principal.scopes and not principal.is_admin
-        result = services.inventory_add_devices(
-            actor=self.actor(),
-            site_id=site_id,
-            items=body["devices"],
-            source=source,
-            instance_id=instance_id,
-            require_leader=is_instance,
-            run_id=ties["runId"],
-            seed_id=ties["seedId"],
-        )
-        return Response(
+        if principal.instance_id:
+            # An instance's own token speaks for that instance only: the results are its (for the leader
+            # check, discoveredBy and the idempotency key), whatever instanceId the body names.
+            instance_id = principal.instance_id
+
+        def process() -> idempotency.Answer:
+            result = services.inventory_add_devices(
+                actor=self.actor(),
+                site_id=site_id,
+                items=body["devices"],
+                source=source,
+                instance_id=instance_id,
+                require_leader=is_instance,
+                run_id=ties["runId"],
+                seed_id=ties["seedId"],
+            )
+            return idempotency.Answer(status=200, body=_add_devices_body(result))
+
+        if key is None:
+            answer = process()
+        else:
+            # The results of one instance: its key holds across its re-registrations (a new token each).
+            owner = f"instance:{instance_id}" if instance_id else f"token:{_token_id(principal)}"
+            answer = idempotency.idempotent_call(
+                site_id=site_id,
+                owner=owner,
+                key=key,
+                body_hash=idempotency.request_hash(body),
+                process=process,
+            )
+        headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+        return Response(answer.body, status=answer.status, headers=headers)
+
+
+def _token_id(principal) -> str:
+    return principal.token.id if principal.token is not None else str(principal.actor)
+
+
+def _add_devices_body(result: services.AddDevicesResult) -> dict:
+    return {
+        "added": result.count("added"),
+        "updated": result.count("updated"),
+        "unchanged": result.count("unchanged"),
+        "failed": result.count("failed"),
+        "newVersion": result.version,
+        "devices": [
             {
-                "added": result.count("added"),
-                "updated": result.count("updated"),
-                "unchanged": result.count("unchanged"),
-                "failed": result.count("failed"),
-                "newVersion": result.version,
-                "devices": [
-                    {
-                        "id": o.id,
-                        "sysName": o.sys_name,
-                        "status": o.status,
-                        **({"error": o.error} if o.error else {}),
-                    }
-                    for o in result.outcomes
-                ],
+                "id": o.id,
+                "sysName": o.sys_name,
+                "status": o.status,
+                **({"error": o.error} if o.error else {}),
             }
-        )
+            for o in result.outcomes
+        ],
+    }
 
 
 class DeviceDetailView(ApiView):
@@ -447,7 +560,7 @@ class InventoryChangesView(ApiView):
     @extend_schema(
         operation_id="inventory_changes",
         summary="Devices added or updated, and ids removed, since a version (410: fetch in full)",
-        parameters=[OpenApiParameter("since", int, required=True), INCLUDE_CREDENTIALS],
+        parameters=[OpenApiParameter("since", VERSION_SCHEMA, required=True), INCLUDE_CREDENTIALS],
         responses={200: ChangesOut, **error_responses(400, 401, 403, 404), 410: error_responses(404)[404]},
         tags=["inventory"],
     )

@@ -6,19 +6,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from core.api import BODY_ERRORS, ApiView, error_responses, schema
+from core.api import BODY_ERRORS, ApiView, error_responses, optional_body, schema
 from core.errors import InvalidInput
 from core.permissions import ADMINS, require_site_access
 from inventory.refresh import inventory_refresh_request
 
-RefreshIn = schema(
-    "RefreshInventoryRequest",
-    {
-        "fullSync": serializers.BooleanField(
-            required=False, default=True, help_text="Ask for a full fetch (default true)."
-        )
-    },
-)
 RefreshOut = schema(
     "RefreshInventorySent",
     {"status": serializers.ChoiceField(["sent"]), "siteId": serializers.CharField()},
@@ -31,7 +23,9 @@ class RefreshInventoryView(ApiView):
     @extend_schema(
         operation_id="inventory_refresh",
         summary="Send refresh_inventory to every instance of the site (the body is optional)",
-        request=RefreshIn,
+        request=optional_body(
+            {"fullSync": {"type": "boolean", "default": True, "description": "Ask for a full fetch."}}
+        ),
         responses={202: RefreshOut, **error_responses(*BODY_ERRORS, 404)},
         tags=["inventory"],
     )

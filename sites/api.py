@@ -13,7 +13,13 @@ from rest_framework.response import Response
 from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
 from core.cron import CronError, validate_cron
 from core.errors import InvalidInput, NotFoundError
-from core.fields import StrictBooleanField, StrictCharField, StrictFloatField, StrictIntegerField
+from core.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    with_schema,
+)
 from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
 from sites import selectors, services
 from sites.models import CONFIG_FIELDS, SITE_ID_PATTERN, Site
@@ -49,6 +55,11 @@ class SiteConfigIn(serializers.Serializer):
         min_value=1000, max_value=604_800_000, required=False, help_text="ms"
     )
     cacheMaxEntries = StrictIntegerField(min_value=1, max_value=10_000_000, required=False)
+    requireInstanceTokens = StrictBooleanField(
+        required=False,
+        help_text="On: tokens that are not an instance's own (the instanceToken register answers) may only "
+        "register; heartbeat, deregister, the event socket and site data need the instance's own.",
+    )
 
     def validate_timezone(self, value: str) -> str:
         if value not in _timezones():
@@ -63,7 +74,9 @@ class SiteConfigIn(serializers.Serializer):
 
 
 class SiteIn(serializers.Serializer):
-    id = StrictCharField(max_length=64, help_text="Slug: lowercase letters, digits, '-' and '_'.")
+    id = with_schema(StrictCharField, {"type": "string", "pattern": SITE_ID_PATTERN})(
+        max_length=64, help_text="Slug: lowercase letters, digits, '-' and '_'."
+    )
     label = StrictCharField(max_length=255)
     description = StrictCharField(max_length=4096, allow_blank=True, required=False)
     location = LocationIn(required=False)
@@ -118,6 +131,7 @@ SiteConfigOut = schema(
         "collectionInterval": serializers.IntegerField(help_text="ms"),
         "cacheExpiration": serializers.IntegerField(help_text="ms"),
         "cacheMaxEntries": serializers.IntegerField(),
+        "requireInstanceTokens": serializers.BooleanField(),
     },
 )
 _SUMMARY_FIELDS = {

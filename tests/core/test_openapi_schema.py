@@ -39,6 +39,7 @@ REQUIRED_BODY_FIELDS = {
     ("post", "/api/v1/instances/{instanceId}/heartbeat"): {"status"},
 }
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+HEADER_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*(-[A-Z][A-Za-z0-9]*)*$")
 
 
 def camel(name: str) -> str:
@@ -189,7 +190,9 @@ def test_paths_have_no_trailing_slash_and_camel_case_parameters():
             if method not in METHODS:
                 continue
             for parameter in operation.get("parameters", []):
-                assert CAMEL.match(parameter["name"]), f"{method} {path}: {parameter['name']}"
+                # Path and query parameters are camelCase; headers keep HTTP's form (Idempotency-Key).
+                form = HEADER_NAME if parameter["in"] == "header" else CAMEL
+                assert form.match(parameter["name"]), f"{method} {path}: {parameter['name']}"
                 if parameter["in"] == "path":
                     assert "{" + parameter["name"] + "}" in path
 
