@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -15,7 +16,7 @@ from core.services import token_create
 from instances.services import instance_register
 from sites.services import site_create
 from tests.check_services import problems
-from tests.e2e.servers import database_url
+from tests.e2e.servers import database_url, delete_redis_keys
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 SQLITE_RUN = "PROMSNMP_TESTS_ON_SQLITE"  # set by the test that runs the concurrency tests on SQLite
@@ -121,6 +122,22 @@ def layer():
     async_to_sync(layer.flush)()
     yield layer
     async_to_sync(layer.flush)()
+
+
+@pytest.fixture
+def redis_layer(settings):
+    """The Redis channel layer (TEST_REDIS_URL) under a prefix of this test's own; its keys go after."""
+    prefix = f"psm-test-{uuid.uuid4().hex[:12]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [TEST_REDIS_URL], "prefix": prefix},
+        }
+    }
+    layer = get_channel_layer()
+    assert type(layer).__name__ == "RedisChannelLayer"
+    yield layer
+    delete_redis_keys(TEST_REDIS_URL, f"{prefix}*")
 
 
 @pytest.fixture

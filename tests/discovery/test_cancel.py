@@ -34,7 +34,7 @@ from discovery.models import DiscoveryRun, DiscoverySeed, RunStatus
 from instances.frames import FrameRejected
 from instances.models import Instance
 from sites.models import Site
-from tests.conftest import TEST_ACTOR, TEST_REDIS_URL
+from tests.conftest import TEST_ACTOR
 from tests.discovery.test_runs import (
     CORE,
     EDGE,
@@ -54,7 +54,6 @@ from tests.discovery.test_runs import (
     post_results,
     trigger,
 )
-from tests.e2e.servers import delete_redis_keys
 from tests.instances.test_election_concurrency import assert_no_connection_leaked, copy_client, run_threads
 from tests.inventory.test_inventory_api import device
 
@@ -377,23 +376,7 @@ def test_results_posted_with_a_cancelled_runs_id_count_as_for_any_ended_run(
     assert get_run(admin_api, cancelled)["devicesNew"] == 1
 
 
-# --- the Redis channel layer ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_layer(settings):
-    """The Redis channel layer (TEST_REDIS_URL) under a prefix of this test's own; its keys go after."""
-    prefix = f"psm-cancel-test-{uuid.uuid4().hex[:12]}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [TEST_REDIS_URL], "prefix": prefix},
-        }
-    }
-    layer = get_channel_layer()
-    assert type(layer).__name__ == "RedisChannelLayer"
-    yield layer
-    delete_redis_keys(TEST_REDIS_URL, f"{prefix}*")
+# --- the Redis channel layer (the redis_layer fixture: tests/conftest.py) ------------------------------
 
 
 class Listener:

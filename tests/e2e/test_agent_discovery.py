@@ -9,7 +9,6 @@ instance's socket sees the inventory_updated. SIGTERM deregisters the agent.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,27 +22,12 @@ from core.services import token_create
 from instances.models import Instance
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
+from tests.e2e.agent_support import agent_env, start_agent_cli, wait_until
 from tests.e2e.servers import ROOT, EventSocket, serve, websocket_url
 from tests.e2e.test_websocket import bearer, ok
 from tests.snmpd import run_snmpd
 
 SITE = "agent-e2e"
-
-
-def agent_env() -> dict[str, str]:
-    """The environment of a machine without the manager: no Django settings, no database."""
-    drop = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "REDIS_URL"}
-    return {key: value for key, value in os.environ.items() if key not in drop}
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def ended_run(base_url: str, headers: dict[str, str], run_id: str) -> dict | None:
@@ -90,29 +74,7 @@ def test_a_seed_run_is_scanned_by_the_agent_and_lands_in_the_inventory(tmp_path:
             201,
         )
         log_path = tmp_path / "agent.log"
-        with log_path.open("w") as log:
-            agent = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agent",
-                    "--url",
-                    base_url,
-                    "--site",
-                    SITE,
-                    "--hostname",
-                    "agent-1",
-                    "--loopback-only",
-                    "--progress-interval",
-                    "0.1",
-                    "--log-level",
-                    "DEBUG",
-                ],
-                cwd=ROOT,
-                env={**agent_env(), "PROMSNMP_TOKEN": instance_token, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        agent = start_agent_cli(base_url, instance_token, SITE, "agent-1", log_path)
         try:
             leader = wait_until(
                 lambda: Instance.objects.filter(site_id=SITE, hostname="agent-1", is_leader=True).first(),
@@ -200,30 +162,6 @@ def test_a_seed_run_is_scanned_by_the_agent_and_lands_in_the_inventory(tmp_path:
         assert not Instance.objects.filter(pk=leader.id).exists()  # deregistered on SIGTERM
 
 
-def start_agent(base_url: str, token: str, hostname: str, log_path: Path) -> subprocess.Popen:
-    with log_path.open("w") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "--url",
-                base_url,
-                "--site",
-                SITE,
-                "--hostname",
-                hostname,
-                "--loopback-only",
-                "--progress-interval",
-                "0.1",
-            ],
-            cwd=ROOT,
-            env={**agent_env(), "PROMSNMP_TOKEN": token, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def stop_agent(agent: subprocess.Popen, log_path: Path) -> int:
     if agent.poll() is None:
         agent.send_signal(signal.SIGTERM)
@@ -270,7 +208,7 @@ def test_a_run_pending_before_the_agent_starts_reaches_it_and_a_refused_target_f
         assert (trigger["status"], trigger["leaderInstance"]) == ("pending", None)
 
         log_path = tmp_path / "agent.log"
-        agent = start_agent(base_url, instance_token, "agent-late", log_path)
+        agent = start_agent_cli(base_url, instance_token, SITE, "agent-late", log_path)
         try:
             run = wait_until(
                 lambda: ended_run(base_url, admin, trigger["runId"]), 15, "the pending run ended"

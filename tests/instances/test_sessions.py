@@ -23,8 +23,7 @@ from core.services import token_create, token_revoke
 from instances.models import Instance
 from instances.services import instance_deregister
 from sites.services import site_delete
-from tests.conftest import TEST_ACTOR, TEST_REDIS_URL
-from tests.e2e.servers import delete_redis_keys
+from tests.conftest import TEST_ACTOR
 from tests.instances import test_consumer
 from tests.instances.test_consumer import OTHER, SITE, WAIT, opened, path, ping_pong, run
 
@@ -36,23 +35,12 @@ CLOSE_WITHIN = 2  # seconds: the issue's bound for a revoked or expired token
 
 @pytest.fixture(params=["memory", "redis"], autouse=True)
 def channel_layer(request, settings, monkeypatch):
-    """Each test on a fresh in-memory layer and on Redis (a prefix of its own, deleted after)."""
+    """Each test on a fresh in-memory layer and on Redis (the redis_layer fixture)."""
     monkeypatch.setattr(core.events, "_server_loop", None)
-    if request.param == "memory":
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-        yield get_channel_layer()
-        return
-    prefix = f"psm-sessions-test-{uuid.uuid4().hex[:12]}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [TEST_REDIS_URL], "prefix": prefix},
-        }
-    }
-    layer = get_channel_layer()
-    assert type(layer).__name__ == "RedisChannelLayer"
-    yield layer
-    delete_redis_keys(TEST_REDIS_URL, f"{prefix}*")
+    if request.param == "redis":
+        return request.getfixturevalue("redis_layer")
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return get_channel_layer()
 
 
 def instance_token(site: str, instance_id: str = "") -> tuple[str, str]:
