@@ -328,6 +328,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.camel_case_path_parameters",
+        "core.schema.rate_limit_responses",
     ],
     "ENUM_NAME_OVERRIDES": {
         "LivenessEnum": ["healthy", "degraded", "offline"],

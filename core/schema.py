@@ -30,6 +30,35 @@ def camel_case_path_parameters(result, **kwargs):
     return result
 
 
+# Answers any API operation may give whatever it is, with a Retry-After header (core/throttling.py,
+# core/admission.py): documented once here rather than on every view.
+SHEDDING_RESPONSES = {
+    "429": "Rate limit of this token (or of the site's registrations) reached; retry after Retry-After.",
+    "503": "The server is beyond capacity and sheds this request; retry after Retry-After.",
+}
+
+
+def rate_limit_responses(result, **kwargs):
+    """429 and 503, each with Retry-After, on every operation."""
+    retry_after = {
+        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+    }
+    for operations in result["paths"].values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, description in SHEDDING_RESPONSES.items():
+                operation["responses"].setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "headers": retry_after,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+    return result
+
+
 def _text_schema(minimum: int = 1) -> dict:
     return {"type": "string", "minLength": minimum, "maxLength": snmpconfig.MAX_TEXT}
 

@@ -200,3 +200,16 @@ def test_paths_have_no_trailing_slash_and_camel_case_parameters():
 def test_operation_ids_are_unique():
     ids = [operation["operationId"] for _, _, operation in operations()]
     assert len(ids) == len(set(ids))
+
+
+def test_every_operation_documents_rate_limiting_and_shedding_with_retry_after():
+    for path, item in openapi()["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            for status in ("429", "503"):
+                response = operation["responses"][status]
+                assert "Retry-After" in response["headers"], (method, path, status)
+                assert response["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Error"
+                }

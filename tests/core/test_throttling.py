@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from core.throttling import MAX_BACKLOG_WINDOWS, parse_rate, retry_after
 from instances.models import Instance
 from tests.core.test_settings import run_check
+from tests.openapi import assert_matches_schema
 
 DAY = 86400
 
@@ -94,7 +95,9 @@ def test_each_token_has_its_own_budget(settings, make_site, make_token):
     for _ in range(3):
         assert one.get("/api/v1/sites").status_code == 200
     assert_throttled(one.get("/api/v1/sites"))
-    assert_throttled(one.get(f"/api/v1/sites/{site}"))  # the budget is the token's, on every endpoint
+    throttled = one.get(f"/api/v1/sites/{site}")
+    assert_throttled(throttled)  # the budget is the token's, on every endpoint
+    assert_matches_schema(throttled, "GET", "/api/v1/sites/{siteId}")  # 429 is documented
     for _ in range(3):
         assert two.get("/api/v1/sites").status_code == 200
     assert_throttled(two.get("/api/v1/sites"))
