@@ -218,6 +218,9 @@ class Call:
                 for device in case.body["devices"]:
                     if isinstance(device.get("agents"), list):
                         device["agents"] = device["agents"][:1]
+            if case.operation.method.upper() == "PUT" and isinstance(case.body.get("discoverySeeds"), list):
+                # One seed: seed names are unique within a site, which no JSON Schema keyword can state.
+                case.body["discoverySeeds"] = case.body["discoverySeeds"][:1]
             if case.body.get("format") == "promsnmp":
                 # PromSNMP's own file form (inventory/promsnmp.py, docs/operations.md), not described here.
                 case.body["devices"] = []
