@@ -324,7 +324,9 @@ def test_run_prod_stops_everything_and_fails_on_a_crash_loop(redis_url, own_name
     try:
         started = time.monotonic()
         while launcher.poll() is None and time.monotonic() - started < 90:
-            seen.update((pid, command_line(pid)) for pid in descendants(launcher.pid) if pid not in seen)
+            for pid in descendants(launcher.pid):
+                # The latest command line: one read between fork and exec still shows the launcher's.
+                seen[pid] = command_line(pid) or seen.get(pid, "")
             time.sleep(0.05)
         log = (tmp_path / "run-prod.log").read_text(errors="replace")
         assert launcher.returncode == 1, log[-4000:]
