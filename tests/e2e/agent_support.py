@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,19 @@ def start_agent_cli(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_agent(agent: subprocess.Popen, log_path: Path, timeout: float = 15) -> int:
+    """SIGTERM, and the exit code within `timeout` (else kill and raise); the agent's log goes to stderr."""
+    if agent.poll() is None:
+        agent.send_signal(signal.SIGTERM)
+    try:
+        return agent.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        raise
+    finally:
+        print(log_path.read_text()[-6000:], file=sys.stderr)
 
 
 def wait_until(condition, timeout: float, what: str):

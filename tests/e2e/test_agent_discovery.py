@@ -22,7 +22,7 @@ from core.services import token_create
 from instances.models import Instance
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
-from tests.e2e.agent_support import agent_env, start_agent_cli, wait_until
+from tests.e2e.agent_support import agent_env, start_agent_cli, stop_agent, wait_until
 from tests.e2e.servers import ROOT, EventSocket, serve, websocket_url
 from tests.e2e.test_websocket import bearer, ok
 from tests.snmpd import run_snmpd
@@ -162,18 +162,6 @@ def test_a_seed_run_is_scanned_by_the_agent_and_lands_in_the_inventory(tmp_path:
         assert not Instance.objects.filter(pk=leader.id).exists()  # deregistered on SIGTERM
 
 
-def stop_agent(agent: subprocess.Popen, log_path: Path) -> int:
-    if agent.poll() is None:
-        agent.send_signal(signal.SIGTERM)
-    try:
-        return agent.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        agent.kill()
-        raise
-    finally:
-        print(log_path.read_text()[-4000:], file=sys.stderr)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_run_pending_before_the_agent_starts_reaches_it_and_a_refused_target_fails_the_run(tmp_path):
     """No leader when the run is triggered: it waits (pending) and goes to the agent once it registers.
@@ -214,7 +202,7 @@ def test_a_run_pending_before_the_agent_starts_reaches_it_and_a_refused_target_f
                 lambda: ended_run(base_url, admin, trigger["runId"]), 15, "the pending run ended"
             )
         finally:
-            code = stop_agent(agent, log_path)
+            code = stop_agent(agent, log_path, timeout=10)
     assert run["status"] == "failed", run
     assert run["leaderInstance"] is not None
     assert run["errors"] == 1

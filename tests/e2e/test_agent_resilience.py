@@ -12,8 +12,6 @@ against real `manage.py serve` processes and real snmpd.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,7 +26,7 @@ from inventory.models import Device, IdempotencyKey, InventoryChange
 from sites.models import Site
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
-from tests.e2e.agent_support import LossyProxy, serve_on, start_agent_cli, wait_until
+from tests.e2e.agent_support import LossyProxy, serve_on, start_agent_cli, stop_agent, wait_until
 from tests.e2e.servers import free_port
 from tests.e2e.test_websocket import bearer, ok
 from tests.snmpd import run_snmpd
@@ -39,18 +37,6 @@ OUTAGE_SECONDS = 20
 # than the outage: this test is about the results, not about who leads after it.
 FAST_RETRY = ("--backoff-base", "0.2", "--backoff-cap", "2")
 SERVER_ENV = {"FAILOVER_GRACE_SECONDS": "60"}
-
-
-def stop_agent(agent: subprocess.Popen, log_path: Path) -> int:
-    if agent.poll() is None:
-        agent.send_signal(signal.SIGTERM)
-    try:
-        return agent.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        agent.kill()
-        raise
-    finally:
-        print(log_path.read_text()[-6000:], file=sys.stderr)
 
 
 def run_of(base_url: str, headers: dict, run_id: str) -> dict:
