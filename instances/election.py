@@ -16,7 +16,7 @@ Rules (docs/decisions.md):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +28,7 @@ from django.utils import timezone
 from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
 from core.events import instance_group, publish
+from core.hooks import Hook
 from core.liveness import alive_cutoff
 from instances.models import Instance
 from sites.models import Site
@@ -52,23 +53,10 @@ class LeaderChange:
     term: int
 
 
-LeaderListener = Callable[[LeaderChange], None]
-_listeners: list[LeaderListener] = []
-
-
-def on_leader_change(callback: LeaderListener) -> None:
-    """Call `callback(change)` after the commit of every leadership change (apps register in ready(),
-    so election imports none of them). A failing listener is logged; it never undoes the change."""
-    if callback not in _listeners:
-        _listeners.append(callback)
-
-
-def _notify_listeners(change: LeaderChange) -> None:
-    for callback in list(_listeners):
-        try:
-            callback(change)
-        except Exception:
-            logger.exception("leader-change listener %r failed for site %s", callback, change.site_id)
+# Called after the commit of every leadership change (apps subscribe in ready(), so election imports
+# none of them). A failing subscriber is logged; it never undoes the change.
+leader_changed: Hook[[LeaderChange]] = Hook("leader_changed")
+on_leader_change = leader_changed.subscribe
 
 
 def _current_leader(site_id: str) -> Instance | None:
@@ -181,7 +169,7 @@ def _change_leader(
                 "leaderTerm": change.term,
             },
         )
-    transaction.on_commit(lambda: _notify_listeners(change))
+    transaction.on_commit(lambda: leader_changed(change))
     logger.info(
         "leader of %s: %s → %s (%s, term %s)",
         site.pk,

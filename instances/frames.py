@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from core.hooks import HandlerRegistry
+
 # (instance id, site id, payload) → None; runs in a thread (sync ORM allowed).
 FrameHandler = Callable[[str, str, dict[str, Any]], None]
-_handlers: dict[str, FrameHandler] = {}
+frame_handlers: HandlerRegistry[FrameHandler] = HandlerRegistry("frame_handlers")
 
 
 class FrameRejected(Exception):
@@ -19,9 +21,5 @@ class FrameRejected(Exception):
         self.code, self.detail, self.fields = code, detail, fields or {}
 
 
-def register_frame_handler(frame_type: str, handler: FrameHandler) -> None:
-    _handlers[frame_type] = handler
-
-
-def frame_handler(frame_type: str) -> FrameHandler | None:
-    return _handlers.get(frame_type)
+register_frame_handler = frame_handlers.register
+frame_handler = frame_handlers.get

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +15,7 @@ from core.audit import Actor, audit_record
 from core.authentication import live_tokens, token_lookup, token_principal
 from core.errors import NotFoundError
 from core.events import end_sessions, instance_group
+from core.hooks import Hook
 from core.ids import new_id
 from core.models import Scope
 from core.permissions import enrolment_refused
@@ -252,31 +252,18 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
     )
 
 
-SocketListener = Callable[[str], None]
-_socket_listeners: list[SocketListener] = []
-
-
-def on_socket_opened(callback: SocketListener) -> None:
-    """Call `callback(instance_id)` after an instance's event socket opened (and joined its groups), so
-    that what was sent while it had none can be sent again. Apps register in ready(), so instances
-    imports none of them. A failing listener is logged; the socket stays open."""
-    if callback not in _socket_listeners:
-        _socket_listeners.append(callback)
-
-
-def _notify_socket_opened(instance_id: str) -> None:
-    for callback in list(_socket_listeners):
-        try:
-            callback(instance_id)
-        except Exception:
-            logger.exception("socket-opened listener %r failed for instance %s", callback, instance_id)
+# Called with the instance id after an instance's event socket opened (and joined its groups), so that
+# what was sent while it had none can be sent again. Apps subscribe in ready(), so instances imports
+# none of them. A failing subscriber is logged; the socket stays open.
+socket_opened: Hook[[str]] = Hook("socket_opened")
+on_socket_opened = socket_opened.subscribe
 
 
 def instance_socket_opened(*, instance_id: str) -> datetime:
     """A socket opened: a sign of life, and it ends any failover grace period. Returns when."""
     now = timezone.now()
     if Instance.objects.filter(pk=instance_id).update(socket_connected_at=now, last_heartbeat=now):
-        transaction.on_commit(lambda: _notify_socket_opened(instance_id))
+        transaction.on_commit(lambda: socket_opened(instance_id))
     return now
 
 

@@ -396,7 +396,7 @@ def handled():
 
     frames.register_frame_handler(TEST_FRAME, handler)
     yield calls
-    frames._handlers.pop(TEST_FRAME, None)
+    frames.frame_handlers.unregister(TEST_FRAME)
 
 
 MALFORMED = [

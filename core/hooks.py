@@ -1,0 +1,54 @@
+"""Extension points: an app owns a hook and calls it; apps that depend on it subscribe in ready().
+
+That is how a lower layer reaches a higher one without importing it (election tells discovery about a
+new leader, the consumer hands a frame to discovery). Two shapes:
+
+- `Hook`: a broadcast. Every subscriber is called in order; one that fails is logged and the others
+  still run (a subscriber never undoes what its owner did).
+- `HandlerRegistry`: one handler per key (a frame type); the caller gets it and calls it itself, so
+  its exceptions reach the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Generic, ParamSpec, TypeVar
+
+logger = logging.getLogger("promsnmp.hooks")
+
+P = ParamSpec("P")
+H = TypeVar("H", bound=Callable)
+
+
+class Hook(Generic[P]):
+    def __init__(self, name: str):
+        self.name = name
+        self._subscribers: list[Callable[P, object]] = []
+
+    def subscribe(self, callback: Callable[P, object]) -> None:
+        """Add `callback` once (ready() may run more than once in tests)."""
+        if callback not in self._subscribers:
+            self._subscribers.append(callback)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(*args, **kwargs)
+            except Exception:
+                logger.exception("%s subscriber %r failed", self.name, callback)
+
+
+class HandlerRegistry(Generic[H]):
+    def __init__(self, name: str):
+        self.name = name
+        self._handlers: dict[str, H] = {}
+
+    def register(self, key: str, handler: H) -> None:
+        self._handlers[key] = handler
+
+    def unregister(self, key: str) -> None:
+        self._handlers.pop(key, None)
+
+    def get(self, key: str) -> H | None:
+        return self._handlers.get(key)
