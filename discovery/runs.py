@@ -44,7 +44,7 @@ from core.events import instance_group, publish
 from core.ids import new_id
 from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun, DiscoverySeed, RunStatus
 from discovery.selectors import estimated_targets
-from instances.election import live_leader, live_leaders
+from instances.election import leader_id, live_leader, live_leaders
 from instances.frames import FrameRejected
 from instances.models import Instance
 from sites.models import Site
@@ -225,7 +225,7 @@ def _follow_leadership(site: Site, now: datetime, *, resend_to: str = "") -> lis
     leader to the new one (or back to pending when the site has none); with `resend_to` (the live
     leader), runs dispatched to it that it has not started are sent again. The caller holds the site
     lock. Returns the runs sent."""
-    current = Instance.objects.filter(site_id=site.pk, is_leader=True).values_list("id", flat=True).first()
+    current = leader_id(site.pk)
     leader = live_leader(site.pk, now)
     sent = []
     runs = DiscoveryRun.objects.select_for_update().filter(site_id=site.pk, status__in=ACTIVE_RUN_STATUSES)

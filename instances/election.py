@@ -60,7 +60,7 @@ on_leader_change = leader_changed.subscribe
 
 
 def _current_leader(site_id: str) -> Instance | None:
-    return Instance.objects.filter(site_id=site_id, is_leader=True).first()
+    return Instance.objects.filter(site_id=site_id, is_leader=True).first()  # callers hold the site lock
 
 
 def _healthiest_follower(site_id: str, now: datetime, exclude: Iterable[str] = ()) -> Instance | None:
@@ -104,6 +104,17 @@ def live_leaders(now: datetime | None = None) -> QuerySet[Instance]:
 def live_leader(site_id: str, now: datetime | None = None) -> Instance | None:
     """The site's leader if it is live (see live_leaders), else None; no lock is taken."""
     return live_leaders(now).filter(site_id=site_id).first()
+
+
+def leader_id(site_id: str) -> str | None:
+    """The id of the site's leader as recorded, live or not (None when it has none); no lock is taken."""
+    return Instance.objects.filter(site_id=site_id, is_leader=True).values_list("id", flat=True).first()
+
+
+def leads(instance_id: str, site_id: str | None = None) -> bool:
+    """Whether the instance is its site's recorded leader (of `site_id`, when given); no lock is taken."""
+    leading = Instance.objects.filter(pk=instance_id, is_leader=True)
+    return leading.filter(site_id=site_id).exists() if site_id is not None else leading.exists()
 
 
 def _change_leader(

@@ -13,7 +13,7 @@ from core.audit import Actor
 from core.crypto import encrypt_json
 from core.errors import ApiError, InvalidInput, NotFoundError
 from core.ids import new_id
-from instances.models import Instance
+from instances.election import leads
 from inventory import versioning
 from inventory.models import Agent, Device
 from inventory.parsing import DeviceInput, parse_device
@@ -315,7 +315,7 @@ def inventory_add_devices(
         if (
             require_leader
             and not (run is not None and runs.run_may_post(run, instance_id))
-            and not Instance.objects.filter(pk=instance_id, site_id=site_id, is_leader=True).exists()
+            and not leads(instance_id, site_id)
         ):
             raise NotLeader(
                 f"Instance {instance_id or '(none given)'!r} is not the leader of site {site_id!r}"
