@@ -105,9 +105,14 @@ def server_command(kind: str, port: int) -> list[str]:
     """`serve`: `manage.py serve --no-beat` (daphne: the embedded default's server, and the production
     shape's WebSocket server); `gunicorn`: the production shape's REST server."""
     if kind == "gunicorn":
-        # A timeout long enough for a 100k import: gunicorn's default (30 s) would kill the worker.
+        # The worker class and threads run_prod starts (GUNICORN_THREADS from the environment, default 8),
+        # and a timeout long enough for a 100k import: gunicorn's default (30 s) would kill the worker.
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        return [gunicorn, "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "600"]
+        threads = os.environ.get("GUNICORN_THREADS", "8")
+        return [
+            *(gunicorn, "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "600"),
+            *("--worker-class", "config.gunicorn.ThreadWorker", "--threads", threads, "--no-control-socket"),
+        ]
     return [sys.executable, "manage.py", "serve", "--no-beat", "--host", "127.0.0.1", "--port", str(port)]
 
 

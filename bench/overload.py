@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/overload.py [--rates 25,50,75,100,150,250] [--seconds 10] [--limits 0,16]
     .venv/bin/python bench/overload.py --server gunicorn   # the production shape's REST server
+                                                           # (run_prod's worker class; limit per worker)
 
 The embedded default's server (`manage.py serve --no-beat`: one daphne process) on PostgreSQL, driven
 with heartbeats at fixed offered rates (open loop: request i is due at start + i / rate, whatever
@@ -145,8 +146,8 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
 
     results: dict = {}
     instance_ids: list[str] = []
-    # gunicorn (the production shape's REST server, 2 sync workers) has no admission control: one pass.
-    for limit in args.limits if args.server == "serve" else [None]:
+    # The limit is per process: serve's one daphne, or each of gunicorn's 2 ThreadWorker workers.
+    for limit in args.limits:
         env = {**os.environ, "MAX_REQUESTS_IN_FLIGHT": str(limit or 0)}
         with server(args.server, env, var_dir / f"{args.server}-{limit}.log") as base:
             headers = {"Authorization": f"Bearer {token}"}
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
                 rows.append(row)
                 print(f"{args.server} limit {limit} {row}", file=sys.stderr)
                 time.sleep(args.pause)  # let the last requests drain before the next rate
-            results[f"limit_{limit}" if limit is not None else args.server] = {
+            results[f"limit_{limit}"] = {
                 "max_requests_in_flight": limit,
                 "rates": rows,
                 "capacity_per_s": max(

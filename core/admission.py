@@ -78,8 +78,7 @@ class AdmissionControl:
         self.in_flight = 0
         self.running = asyncio.Semaphore(running or max(limit, 1))
         self.lock = threading.Lock()
-        self._shed_since_log = 0
-        self._logged_at = 0.0
+        self.shed_log = ShedLog(limit)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or self.limit <= 0 or scope["path"] in NEVER_SHED:
@@ -89,7 +88,7 @@ class AdmissionControl:
             if admitted:
                 self.in_flight += 1
         if not admitted:
-            self._count_shed()
+            self.shed_log.shed()
             return await overloaded(send, self.limit)
         IN_FLIGHT.inc()
         ticket = Ticket(self, asyncio.get_running_loop())
@@ -100,19 +99,28 @@ class AdmissionControl:
         finally:
             ticket.release()
 
-    def _count_shed(self) -> None:
+
+class ShedLog:
+    """Counts 503s (promsnmp_http_requests_shed_total) and logs them once per period, not once per 503."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._since_log = 0
+        self._logged_at = 0.0
+
+    def shed(self) -> None:
         SHED.inc()
-        self._shed_since_log += 1
+        self._since_log += 1
         now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY_SECONDS:  # one line per period, not one per 503
+        if now - self._logged_at >= LOG_EVERY_SECONDS:
             logger.warning(
-                "overloaded: %d requests answered 503 (limit %d in flight)", self._shed_since_log, self.limit
+                "overloaded: %d requests answered 503 (limit %d in flight)", self._since_log, self.limit
             )
-            self._shed_since_log, self._logged_at = 0, now
+            self._since_log, self._logged_at = 0, now
 
 
-async def overloaded(send, limit: int) -> None:
-    body = json.dumps(
+def overloaded_body(limit: int) -> bytes:
+    return json.dumps(
         {
             "error": "overloaded",
             "detail": f"The server is at capacity ({limit} requests in flight); retry after the "
@@ -120,6 +128,14 @@ async def overloaded(send, limit: int) -> None:
             "fields": {},
         }
     ).encode()
+
+
+def retry_after() -> str:
+    return str(random.randint(*RETRY_AFTER_SECONDS))  # noqa: S311 (jitter, not a secret)
+
+
+async def overloaded(send, limit: int) -> None:
+    body = overloaded_body(limit)
     await send(
         {
             "type": "http.response.start",
@@ -127,7 +143,7 @@ async def overloaded(send, limit: int) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(random.randint(*RETRY_AFTER_SECONDS)).encode()),  # noqa: S311 (jitter)
+                (b"retry-after", retry_after().encode()),
             ],
         }
     )

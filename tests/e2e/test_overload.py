@@ -3,7 +3,9 @@
 1. Admission control (core.admission) in a real `manage.py serve` (daphne, the embedded default's one
    process) on its default MAX_REQUESTS_IN_FLIGHT: heartbeats at about five times its capacity for a few
    seconds, from a pool of threads; every request gets an answer (200, or 503 + Retry-After at once),
-   p99 of all answers < 1 s; health probes answer throughout; afterwards it serves 200 as before.
+   p99 of all answers < 1 s; health probes answer throughout; afterwards it serves 200 as before. The
+   same against gunicorn with the production worker class (config.gunicorn.ThreadWorker), which sheds in
+   its main thread.
 2. Rate limits on the production shape's cache (Redis, REDIS_URL): two server processes draw on one
    budget per token and one per site's registrations.
 3. The ASGI wrapper itself, in-process: the slot is held until the view's thread is done.
@@ -29,7 +31,7 @@ from core.services import token_create
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR, TEST_REDIS_URL
 from tests.core.test_settings import run_check
-from tests.e2e.servers import delete_redis_keys, serve
+from tests.e2e.servers import delete_redis_keys, gunicorn, serve
 
 OFFERED_PER_SECOND = 250  # the embedded default serves about 50 heartbeats/s at p99 < 250 ms (bench/)
 LOAD_SECONDS = 10
@@ -84,67 +86,85 @@ def heartbeats(base_url: str, token: str, instance_ids: list[str], *, rate: floa
     return results
 
 
-@pytest.mark.django_db(transaction=True)
-def test_beyond_capacity_the_server_sheds_fast_and_recovers():
-    site = "overload"
-    site_create(actor=TEST_ACTOR, site_id=site, values={"label": "Overload"})
+def overload_and_recover(base_url: str, site: str, *, rate: float) -> Counter:
+    """Heartbeats at `rate` for LOAD_SECONDS while probes run; checks every answer and the recovery.
+    Returns the statuses."""
     _, token = token_create(actor=TEST_ACTOR, name="instances", scopes=["instance"], site_id=site)
+    ids = []
+    for n in range(20):
+        response = register(base_url, token, site, f"promsnmp-{n:02d}")
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["instanceId"])
 
-    with serve(env=NO_LIMITS, args=["--no-beat"]) as (base_url, _process):
-        ids = []
-        for n in range(20):
-            response = register(base_url, token, site, f"promsnmp-{n:02d}")
-            assert response.status_code == 200, response.text
-            ids.append(response.json()["instanceId"])
+    probes: list[int | str] = []
+    loaded = threading.Event()
 
-        probes: list[int | str] = []
-        loaded = threading.Event()
+    def probe() -> None:  # never shed: an orchestrator must not restart a busy server
+        while not loaded.is_set():
+            for path in ("/health/live", "/health/ready"):
+                try:
+                    probes.append(requests.get(f"{base_url}{path}", timeout=CLIENT_TIMEOUT).status_code)
+                except requests.RequestException as exc:
+                    probes.append(type(exc).__name__)
+            loaded.wait(0.5)
 
-        def probe() -> None:  # never shed: an orchestrator must not restart a busy server
-            while not loaded.is_set():
-                for path in ("/health/live", "/health/ready"):
-                    try:
-                        probes.append(requests.get(f"{base_url}{path}", timeout=CLIENT_TIMEOUT).status_code)
-                    except requests.RequestException as exc:
-                        probes.append(type(exc).__name__)
-                loaded.wait(0.5)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        results = heartbeats(base_url, token, ids, rate=rate, seconds=LOAD_SECONDS)
+    finally:
+        loaded.set()
+        prober.join(timeout=2 * CLIENT_TIMEOUT)
 
-        prober = threading.Thread(target=probe, daemon=True)
-        prober.start()
-        try:
-            results = heartbeats(base_url, token, ids, rate=OFFERED_PER_SECOND, seconds=LOAD_SECONDS)
-        finally:
-            loaded.set()
-            prober.join(timeout=2 * CLIENT_TIMEOUT)
+    statuses = Counter(status for status, _, _ in results)
+    assert set(statuses) <= {200, 503}, f"only 200 and 503, no hang, no other error: {statuses}"
+    assert statuses[503] > 0, f"{rate}/s should be beyond this server's capacity: {statuses}"
+    assert statuses[200] > 0, statuses
+    p99 = percentile([seconds for _, seconds, _ in results], 0.99)
+    print(f"\n{rate}/s, {LOAD_SECONDS} s: {dict(statuses)}, p99 of all answers {p99:.3f} s")
+    assert p99 < 1.0, f"p99 of all {len(results)} answers {p99:.3f} s ({statuses})"
+    for status, _, response in results:
+        if status == 503:
+            assert response.headers["Content-Type"] == "application/json"
+            assert response.json()["error"] == "overloaded" and response.json()["fields"] == {}
+            assert 1 <= int(response.headers["Retry-After"]) <= 5
+    assert probes and set(probes) == {200}, Counter(probes)
 
-        statuses = Counter(status for status, _, _ in results)
-        assert set(statuses) <= {200, 503}, f"only 200 and 503, no hang, no other error: {statuses}"
-        assert statuses[503] > 0, (
-            f"{OFFERED_PER_SECOND}/s should be beyond this server's capacity: {statuses}"
+    # The load is over: heartbeats are served normally again.
+    time.sleep(1)
+    for instance_id in ids:
+        sent = time.monotonic()
+        response = requests.post(
+            f"{base_url}/api/v1/instances/{instance_id}/heartbeat",
+            json={"status": "healthy"},
+            headers=bearer(token),
+            timeout=CLIENT_TIMEOUT,
         )
-        assert statuses[200] > 0, statuses
-        p99 = percentile([seconds for _, seconds, _ in results], 0.99)
-        print(f"\n{OFFERED_PER_SECOND}/s, {LOAD_SECONDS} s: {dict(statuses)}, p99 of all answers {p99:.3f} s")
-        assert p99 < 1.0, f"p99 of all {len(results)} answers {p99:.3f} s ({statuses})"
-        for status, _, response in results:
-            if status == 503:
-                assert response.headers["Content-Type"] == "application/json"
-                assert response.json()["error"] == "overloaded" and response.json()["fields"] == {}
-                assert 1 <= int(response.headers["Retry-After"]) <= 5
-        assert probes and set(probes) == {200}, Counter(probes)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - sent < 1.0
+    return statuses
 
-        # The load is over: heartbeats are served normally again.
-        time.sleep(1)
-        for instance_id in ids:
-            sent = time.monotonic()
-            response = requests.post(
-                f"{base_url}/api/v1/instances/{instance_id}/heartbeat",
-                json={"status": "healthy"},
-                headers=bearer(token),
-                timeout=CLIENT_TIMEOUT,
-            )
-            assert response.status_code == 200, response.text
-            assert time.monotonic() - sent < 1.0
+
+@pytest.mark.django_db(transaction=True)
+def test_beyond_capacity_the_embedded_server_sheds_fast_and_recovers():
+    site_create(actor=TEST_ACTOR, site_id="overload", values={"label": "Overload"})
+    with serve(env=NO_LIMITS, args=["--no-beat"]) as (base_url, _process):
+        overload_and_recover(base_url, "overload", rate=OFFERED_PER_SECOND)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beyond_capacity_gunicorn_sheds_fast_and_recovers(settings):
+    """The production shape's REST server: 2 workers of ThreadWorker, made small here (2 threads, 4 requests
+    taken per worker) so that a load the test client can offer is well beyond its capacity; with shedding
+    off (MAX_REQUESTS_IN_FLIGHT=0) the same load times out clients. That a full worker leaves new
+    connections to a sibling with a free thread is shown by tests/e2e/test_slow_clients.py."""
+    site_create(actor=TEST_ACTOR, site_id="overload-prod", values={"label": "Overload"})
+    settings.GUNICORN_THREADS = 2  # gunicorn_arguments() reads it for --threads
+    env = {**NO_LIMITS, "GUNICORN_THREADS": "2", "MAX_REQUESTS_IN_FLIGHT": "4"}
+    with gunicorn(env=env, workers=2) as (base_url, process):
+        overload_and_recover(base_url, "overload-prod", rate=OFFERED_PER_SECOND)
+    assert "overloaded:" in process.server_log and "answered 503" in process.server_log
+    assert "WORKER TIMEOUT" not in process.server_log and "Traceback" not in process.server_log
 
 
 @pytest.fixture
@@ -337,4 +357,4 @@ def test_bad_admission_bounds_stop_start_up(tmp_path):
         result = run_check({"VAR_DIR": str(tmp_path), name: value})
         assert result.returncode != 0
         assert "ImproperlyConfigured" in result.stderr and name in result.stderr
-    assert run_check({"VAR_DIR": str(tmp_path), "MAX_REQUESTS_IN_FLIGHT": "0"}).returncode == 0
+    assert run_check({"VAR_DIR": str(tmp_path), "MAX_REQUESTS_IN_FLIGHT": "4"}).returncode == 0
