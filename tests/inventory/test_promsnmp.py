@@ -18,9 +18,7 @@ from django.core.management import CommandError, call_command
 
 from core.errors import InvalidInput
 from core.models import AuditLog
-from discovery.models import DiscoverySeed
-from discovery.selectors import site_seeds
-from inventory.models import Agent, Device, InventoryChange
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
 from inventory.promsnmp import (
     DEFAULT_KEY,
     PromSnmpFileError,
@@ -30,7 +28,7 @@ from inventory.promsnmp import (
     load_document,
     to_promsnmp,
 )
-from inventory.selectors import iter_devices
+from inventory.selectors import iter_devices, site_seeds
 from sites.models import Site
 from tests.openapi import assert_matches_schema
 

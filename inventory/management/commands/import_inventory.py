@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor
 from core.errors import ApiError
-from discovery.models import DiscoverySeed
-from discovery.seeds import parse_seeds
+from inventory.models import DiscoverySeed
+from inventory.parsing import MODES
 from inventory.promsnmp import (
     DEFAULT_KEY,
     FORMATS,
@@ -20,7 +20,8 @@ from inventory.promsnmp import (
     promsnmp_path,
     read_document,
 )
-from inventory.services import MODES, inventory_import, parse_devices
+from inventory.seeds import parse_seeds
+from inventory.services import inventory_import, parse_devices
 from sites.models import Site
 
 MAX_LISTED = 100  # error lines and dry-run lines shown; the rest is counted
@@ -177,7 +178,7 @@ class Command(BaseCommand):
         if seeds is None:
             write("Seeds: none in the file; left as they are.")
             return
-        # inventory_import's dry run plans devices; the seeds' plan follows discovery.seeds.seeds_sync.
+        # inventory_import's dry run plans devices; the seeds' plan follows inventory.seeds.seeds_sync.
         existing = dict(DiscoverySeed.objects.filter(site_id=site_id).values_list("name", "fingerprint"))
         given = {seed.name for seed in seeds}
         add = sorted(seed.name for seed in seeds if seed.name not in existing)
