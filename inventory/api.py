@@ -26,10 +26,8 @@ from core.permissions import (
 )
 from core.timefmt import iso_z
 from inventory import idempotency, selectors, services, versioning
-from inventory.models import InventoryChange
 from inventory.parsing import MAX_AGENTS, MODES
-from inventory.promsnmp import FORMATS, from_promsnmp, promsnmp_path
-from inventory.seeds import parse_seeds
+from inventory.promsnmp import FORMATS
 from inventory.seeds_api import SeedIn, SeedOut
 from sites.models import Site
 from sites.selectors import site_get
@@ -354,25 +352,13 @@ class InventoryView(ApiView):
     def put(self, request, site_id: str):
         _site(request, site_id)
         body = self.json_object()
-        mode = body.get("mode", "merge")
-        if mode not in MODES:
-            raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
-        document_format = body.get("format", "manager")
-        if document_format == "promsnmp":
-            body = from_promsnmp(body)
-        elif document_format != "manager":
-            raise InvalidInput({"format": ["Either manager or promsnmp."]})
-        devices, errors = services.parse_devices(body.get("devices"))
-        seeds = None
-        if body.get("discoverySeeds") is not None:
-            seeds, seed_errors = parse_seeds(body["discoverySeeds"])
-            errors.update(seed_errors)
-        if errors:
-            if document_format == "promsnmp":
-                errors = {promsnmp_path(path): messages for path, messages in errors.items()}
-            raise InvalidInput(errors)
-        result = services.inventory_import(
-            actor=self.actor(), site_id=site_id, devices=devices, seeds=seeds, mode=mode, source="import"
+        result = services.inventory_import_document(
+            actor=self.actor(),
+            site_id=site_id,
+            document=body,
+            document_format=body.get("format", "manager"),
+            mode=body.get("mode", "merge"),
+            source="import",
         )
         return Response(
             {
@@ -566,13 +552,7 @@ class InventoryChangesView(ApiView):
                 f"Changes since version {since} are not available (current {current}); "
                 "fetch the full inventory.",
             )
-        removed: list[str] = []
-        for ids in (
-            InventoryChange.objects.filter(site=site, version__gt=since)
-            .order_by("version")
-            .values_list("removed_ids", flat=True)
-        ):
-            removed.extend(ids)
+        removed = selectors.removed_device_ids_since(site, since)
         if include_credentials:
             selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}

@@ -252,38 +252,67 @@ def _duplicate(name: str, site_id: str) -> ConflictError:
     return ConflictError("already_exists", f"Site {site_id!r} already has a discovery seed named {name!r}.")
 
 
-def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[str, list[str]]:
-    """Upsert seeds by name in the locked change's site; the caller commits the version.
+@dataclass
+class SeedPlan:
+    """What seeds_sync will do, by name; computed before anything is written (and all a dry run does)."""
 
-    merge: add new, update changed, keep the others; replace: also delete the seeds not given;
-    addOnly: only add new. Unchanged seeds are not written. → {"added", "updated", "removed"}: ids.
-    """
+    add: list[SeedInput] = field(default_factory=list)
+    update: list[tuple[DiscoverySeed, SeedInput]] = field(default_factory=list)  # (row, new values)
+    unchanged: int = 0
+    remove: list[DiscoverySeed] = field(default_factory=list)
+
+
+def _plan(existing: dict[str, DiscoverySeed], seeds: list[SeedInput], mode: str) -> SeedPlan:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     names = [seed.name for seed in seeds]
     if len(set(names)) != len(names):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         raise InvalidInput({"discoverySeeds": [f"Seed names must be unique; repeated: {duplicates}."]})
-    site = change.site
-    existing = {seed.name: seed for seed in DiscoverySeed.objects.filter(site=site)}
-    added: list[DiscoverySeed] = []
-    updated: list[str] = []
+    plan = SeedPlan()
     for values in seeds:
         current = existing.get(values.name)
         if current is None:
-            added.append(_new_seed(site.pk, values))
+            plan.add.append(values)
         elif mode != "addOnly" and current.fingerprint != values.fingerprint:
-            _apply(current, values)
-            current.save()
-            updated.append(current.id)
-    if added:
-        DiscoverySeed.objects.bulk_create(added)
-    removed: list[str] = []
+            plan.update.append((current, values))
+        else:
+            plan.unchanged += 1
     if mode == "replace":
         given = set(names)
-        removed = [seed.id for name, seed in existing.items() if name not in given]
-        if removed:
-            DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
+        plan.remove = [seed for name, seed in existing.items() if name not in given]
+    return plan
+
+
+def _existing(site_id: str) -> dict[str, DiscoverySeed]:
+    return {seed.name: seed for seed in DiscoverySeed.objects.filter(site_id=site_id)}
+
+
+def seeds_plan(*, site_id: str, seeds: list[SeedInput], mode: str) -> SeedPlan:
+    """What seeds_sync would do with these seeds now (a dry run); writes nothing."""
+    return _plan(_existing(site_id), seeds, mode)
+
+
+def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[str, list[str]]:
+    """Upsert seeds by name in the locked change's site; the caller commits the version.
+
+    merge: add new, update changed, keep the others; replace: also delete the seeds not given;
+    addOnly: only add new. Unchanged seeds are not written. → {"added", "updated", "removed"}: ids.
+    """
+    site = change.site
+    existing = _existing(site.pk)
+    plan = _plan(existing, seeds, mode)
+    added = [_new_seed(site.pk, values) for values in plan.add]
+    updated: list[str] = []
+    for current, values in plan.update:
+        _apply(current, values)
+        current.save()
+        updated.append(current.id)
+    if added:
+        DiscoverySeed.objects.bulk_create(added)
+    removed = [seed.id for seed in plan.remove]
+    if removed:
+        DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
     updated_ids = set(updated)
     touched = added + [seed for seed in existing.values() if seed.id in updated_ids]
     _seeds_written(site=site, seeds=touched, removed_ids=removed)

@@ -12,7 +12,7 @@ from django.db.models import Q
 from core.crypto import PREFIX, decrypt_json, key_ring
 from core.errors import ApiError, NotFoundError
 from core.timefmt import iso_z
-from inventory.models import Agent, Device, DiscoverySeed
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
 from sites.models import Site
 from snmp.credentials import masked
 from snmp.targets import estimated_targets
@@ -130,6 +130,18 @@ def stream_json_document(head: dict, lists: dict[str, Iterator[dict] | list]) ->
         buffer.append("]")
         yield "".join(buffer).encode()
     yield b"}"
+
+
+def removed_device_ids_since(site: Site, since: int) -> list[str]:
+    """The ids of the devices removed after version `since`, oldest change first (changes?since=N)."""
+    removed: list[str] = []
+    for ids in (
+        InventoryChange.objects.filter(site=site, version__gt=since)
+        .order_by("version")
+        .values_list("removed_ids", flat=True)
+    ):
+        removed.extend(ids)
+    return removed
 
 
 # --- discovery seeds (the seed endpoints and GET inventory alike) -----------------------------------

@@ -18,7 +18,8 @@ from instances.election import leads
 from inventory import versioning
 from inventory.models import Agent, Device
 from inventory.parsing import MODES, DeviceInput, parse_device
-from inventory.seeds import SeedInput, seeds_sync
+from inventory.promsnmp import FORMATS, convert_promsnmp, promsnmp_path
+from inventory.seeds import SeedInput, SeedPlan, parse_seeds, seeds_plan, seeds_sync
 
 _BATCH = 2000
 
@@ -70,6 +71,7 @@ class ImportResult:
     seeds: dict[str, list[str]] = field(default_factory=dict)
     dry_run: bool = False
     plan: Plan | None = None
+    seed_plan: SeedPlan | None = None  # a dry run's, when seeds were given
 
 
 @dataclass
@@ -234,6 +236,66 @@ def _touch(device_ids: Iterable[str]) -> None:
         Device.objects.filter(id__in=ids[start : start + _BATCH]).update(last_seen=now)
 
 
+def inventory_document_parse(
+    document: dict[str, Any], *, document_format: str = "manager"
+) -> tuple[list[DeviceInput], list[SeedInput] | None]:
+    """A whole inventory document, in the manager's form or PromSNMP's ("promsnmp": converted first) →
+    (devices, seeds; None when the document has no discoverySeeds: the seeds are left alone).
+
+    Every field is checked before any is refused: InvalidInput names them all, in the document's own
+    field paths (PromSNMP's for its form; where the conversion itself failed, its message alone)."""
+    promsnmp = document_format == "promsnmp"
+    errors: dict[str, list[str]] = {}
+    if promsnmp:
+        document, errors = convert_promsnmp(document)
+    cannot_map = bool(errors)
+
+    def merge(found: dict[str, list[str]]) -> None:
+        for path, messages in found.items():
+            path = promsnmp_path(path) if promsnmp else path
+            if path not in errors:  # a conversion error already says what is wrong there
+                errors[path] = list(messages)
+
+    devices: list[DeviceInput] = []
+    if not isinstance(document.get("devices"), list):
+        merge({"devices": ["Expected a list of devices."]})
+    else:
+        inputs, device_errors = parse_devices(document["devices"])
+        merge(device_errors)
+        devices = [device for device in inputs if device is not None]
+    seeds = None
+    if document.get("discoverySeeds") is not None:
+        seeds, seed_errors = parse_seeds(document["discoverySeeds"])
+        merge(seed_errors)
+    if errors:
+        if cannot_map:
+            raise InvalidInput(errors, detail="The PromSNMP document cannot be mapped.")
+        raise InvalidInput(errors)
+    return devices, seeds
+
+
+def inventory_import_document(
+    *,
+    actor: Actor,
+    site_id: str,
+    document: dict[str, Any],
+    document_format: str = "manager",
+    mode: str = "merge",
+    source: str = "import",
+    dry_run: bool = False,
+) -> ImportResult:
+    """PUT inventory and import_inventory: a whole document (inventory_document_parse), imported all or
+    nothing (inventory_import)."""
+    if mode not in MODES:
+        raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
+    if document_format not in FORMATS:
+        raise InvalidInput({"format": ["Either manager or promsnmp."]})
+    devices, seeds = inventory_document_parse(document, document_format=document_format)
+    return inventory_import(
+        actor=actor, site_id=site_id, devices=devices, seeds=seeds, mode=mode, source=source, dry_run=dry_run
+    )
+
+
 def inventory_import(
     *,
     actor: Actor,
@@ -244,7 +306,7 @@ def inventory_import(
     source: str = "import",
     dry_run: bool = False,
 ) -> ImportResult:
-    """PUT inventory and import_inventory: all or nothing, one new version at most.
+    """Parsed devices (and seeds) into the site: all or nothing, one new version at most.
 
     merge: add new, update changed, keep others; replace: also remove devices and seeds not given;
     addOnly: only add new. Seeds follow the same mode when given (None: left alone).
@@ -264,6 +326,7 @@ def inventory_import(
                 removed=list(plan.remove.values()),
                 dry_run=True,
                 plan=plan,
+                seed_plan=None if seeds is None else seeds_plan(site_id=site_id, seeds=seeds, mode=mode),
             )
         added, updated = _write(site_id, plan, change.new_version, discovered_by="")
         seed_changes = {"added": [], "updated": [], "removed": []}
