@@ -41,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from agent.backoff import DEFAULT_BASE, DEFAULT_CAP, Backoff, backoff, pause
 from agent.client import ApiError, ManagerClient, parse_retry_after, results_body
 from agent.spool import Spool
-from discovery.snmp import ScanResult, scan, wire_devices
+from snmp.scanner import ScanResult, scan, wire_devices
 
 __all__ = ["Agent", "RunReport", "backoff"]
 

@@ -3,13 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
-from discovery import api as discovery_api
 from discovery import runs_api as discovery_runs_api
 from fleet import api as fleet_api
 from fleet.dashboard import fleet_dashboard
 from instances import api as instances_api
 from inventory import api as inventory_api
 from inventory import refresh_api as inventory_refresh_api
+from inventory import seeds_api as inventory_seeds_api
 from sites import api as sites_api
 
 
@@ -38,10 +38,10 @@ api_v1 = [
         inventory_api.DeviceDetailView.as_view(),
         "inventory-device",
     ),
-    *v1("sites/<str:site_id>/discovery-seeds", discovery_api.SeedListView.as_view(), "seeds"),
+    *v1("sites/<str:site_id>/discovery-seeds", inventory_seeds_api.SeedListView.as_view(), "seeds"),
     *v1(
         "sites/<str:site_id>/discovery-seeds/<str:seed_id>",
-        discovery_api.SeedDetailView.as_view(),
+        inventory_seeds_api.SeedDetailView.as_view(),
         "seed-detail",
     ),
     *v1(

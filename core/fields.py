@@ -5,7 +5,6 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.schema import snmp_credentials_schema
 from core.validation import UNSTORABLE_MESSAGE, storable
 
 
@@ -67,8 +66,3 @@ class BoundedJSONObjectField(serializers.JSONField):
         if not storable(data):
             self.fail("unstorable")
         return data
-
-
-# SNMP credentials (agents, seeds) as core.snmpconfig checks them, one variant per version and
-# securityLevel: validated there, in plain Python; this field documents them.
-SnmpCredentialsField = with_schema(serializers.JSONField, snmp_credentials_schema())

@@ -4,8 +4,6 @@ import re
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
-from core import snmpconfig
-
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -57,69 +55,6 @@ def rate_limit_responses(result, **kwargs):
                     },
                 )
     return result
-
-
-def _text_schema(minimum: int = 1) -> dict:
-    return {"type": "string", "minLength": minimum, "maxLength": snmpconfig.MAX_TEXT}
-
-
-def _secret_schema(minimum: int = 1) -> dict:
-    # "****" is the mask a GET shows: sent back it is refused, never stored as the secret.
-    return {**_text_schema(minimum), "not": {"const": snmpconfig.MASK}}
-
-
-def _absent_or(schema: dict) -> dict:
-    return {"anyOf": [{"type": "null"}, {"const": ""}, schema]}
-
-
-def snmp_credentials_schema() -> dict:
-    """SNMP credentials as core.snmpconfig.parse_snmp_credentials takes them: one variant per version
-    and securityLevel, each naming what it requires. Fields of another variant are ignored."""
-    passphrase = _secret_schema(snmpconfig.MIN_PASSPHRASE)
-    community = {
-        "type": "object",
-        "title": "SNMP v1/v2c",
-        "properties": {
-            "version": {"enum": [1, 2]},
-            "type": {"const": "community"},
-            "readCommunity": _secret_schema(),
-            "writeCommunity": _absent_or(_secret_schema()),
-        },
-        "required": ["version", "readCommunity"],
-    }
-    variants = [community]
-    needs = {
-        "noAuthNoPriv": {},
-        "authNoPriv": {
-            "authProtocol": {"enum": list(snmpconfig.AUTH_PROTOCOLS)},
-            "authPassphrase": passphrase,
-        },
-    }
-    needs["authPriv"] = {
-        **needs["authNoPriv"],
-        "privProtocol": {"enum": list(snmpconfig.PRIV_PROTOCOLS)},
-        "privPassphrase": passphrase,
-    }
-    for level, extra in needs.items():
-        variants.append(
-            {
-                "type": "object",
-                "title": f"SNMP v3 {level}",
-                "properties": {
-                    "version": {"const": 3},
-                    "type": {"const": "usm"},
-                    "securityName": _text_schema(),
-                    "securityLevel": {"const": level},
-                    **extra,
-                    "engineId": _absent_or(_text_schema()),
-                },
-                "required": ["version", "securityName", "securityLevel", *extra],
-            }
-        )
-    return {
-        "oneOf": variants,
-        "description": 'Secrets are the secret itself: "****" (the mask a GET shows) is refused.',
-    }
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -42,13 +41,15 @@ from core.audit import Actor, audit_record
 from core.errors import ConflictError, InvalidInput, NotFoundError
 from core.events import instance_group, publish
 from core.ids import new_id
-from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun, DiscoverySeed, RunStatus
-from discovery.selectors import estimated_targets
-from instances.election import leader_id, live_leader, live_leaders
+from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun, RunStatus
+from instances.election import leader_id, leads, live_leader, live_leaders
 from instances.frames import FrameRejected
 from instances.models import Instance
+from inventory.models import DiscoverySeed
+from inventory.seeds import seeds_record_run
 from sites.models import Site
 from sites.services import site_get_locked
+from snmp.targets import estimated_targets
 
 logger = logging.getLogger("promsnmp.discovery")
 
@@ -273,10 +274,9 @@ def runs_resend_to(*, instance_id: str) -> list[DiscoveryRun]:
     triggeredBy: the first send may have gone to its group while no socket listened (a socket down
     inside the failover grace period). Waiting runs are handed to it as the sweep would. Returns the
     runs sent. A running run is not sent again: the leader has it."""
-    leading = Instance.objects.filter(pk=instance_id, is_leader=True)
-    site_id = leading.values_list("site_id", flat=True).first()
+    site_id = Instance.objects.filter(pk=instance_id).values_list("site_id", flat=True).first()
     active = DiscoveryRun.objects.filter(site_id=site_id, status__in=ACTIVE_RUN_STATUSES)
-    if site_id is None or not active.exists():
+    if site_id is None or not leads(instance_id, site_id) or not active.exists():
         # A follower, or nothing to send: no site lock (every socket of the fleet reopens after a restart).
         return []
     with transaction.atomic():
@@ -311,14 +311,13 @@ def _finish(run: DiscoveryRun, status: str, now: datetime) -> None:
     if run.started_at is None and reported:
         run.started_at = run.dispatched_at or now
     run.save()
-    seed_values: dict[str, Any] = {
-        "last_run": run.started_at or run.dispatched_at or run.created_at,
-        "last_run_status": SEED_STATUS[status],
-    }
-    if reported:
-        seed_values["devices_found"] = run.devices_found
-    # Run status, not configuration: no inventory version moves for it.
-    DiscoverySeed.objects.filter(site_id=run.site_id, pk__in=run.seed_ids).update(**seed_values)
+    seeds_record_run(
+        site_id=run.site_id,
+        seed_ids=run.seed_ids,
+        last_run=run.started_at or run.dispatched_at or run.created_at,
+        status=SEED_STATUS[status],
+        devices_found=run.devices_found if reported else None,
+    )
     if reported:
         Site.objects.filter(pk=run.site_id).update(last_discovery_at=now)
 
@@ -521,7 +520,7 @@ def run_complete(
     return run
 
 
-# --- results posted with a runId (inventory/services.py, inside its transaction) ---------------------
+# --- results posted with a runId (inventory.services, inside its transaction) ------------------------
 
 
 def run_for_results(
@@ -559,3 +558,22 @@ def run_record_results(run: DiscoveryRun, *, added: int, updated: int, unchanged
     run.devices_posted += added + updated + unchanged
     run.devices_found = max(run.devices_found, run.devices_posted)
     run.save(update_fields=["devices_new", "devices_updated", "devices_posted", "devices_found"])
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """A run as inventory.services.ResultsRun: what inventory_add_devices asks of it."""
+
+    run: DiscoveryRun
+
+    def may_post(self, instance_id: str) -> bool:
+        return run_may_post(self.run, instance_id)
+
+    def record(self, *, added: int, updated: int, unchanged: int) -> None:
+        run_record_results(self.run, added=added, updated=updated, unchanged=unchanged)
+
+
+def results_run(*, site_id: str, run_id: str, seed_id: str, instance_id: str) -> RunResults | None:
+    """inventory.services' results-run handler (registered in DiscoveryConfig.ready()): run_for_results."""
+    run = run_for_results(site_id=site_id, run_id=run_id, seed_id=seed_id, instance_id=instance_id)
+    return None if run is None else RunResults(run)

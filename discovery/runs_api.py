@@ -27,8 +27,7 @@ from core.api import (
 )
 from core.errors import InvalidInput, NotFoundError
 from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
-from core.timefmt import iso_z
-from discovery import runs
+from discovery import runs, selectors
 from discovery.models import DiscoveryRun, RunStatus
 from sites.selectors import site_get
 
@@ -139,28 +138,6 @@ STATUS_PARAM = OpenApiParameter(
 )
 
 
-def run_representation(run: DiscoveryRun) -> dict:
-    return {
-        "runId": run.pk,
-        "seedId": run.seed_ids[0] if run.seed_ids else None,
-        "seedIds": list(run.seed_ids),
-        "status": run.status,
-        "startedAt": iso_z(run.started_at),
-        "completedAt": iso_z(run.completed_at),
-        "targetsScanned": run.targets_scanned,
-        "devicesFound": run.devices_found,
-        "devicesNew": run.devices_new,
-        "devicesUpdated": run.devices_updated,
-        "errors": run.errors,
-        "errorDetail": run.error_detail or None,
-        "triggeredBy": run.triggered_by,
-        "leaderInstance": run.dispatched_to or None,
-        "estimatedTargets": run.targets_estimated,
-        "createdAt": iso_z(run.created_at),
-        "dispatchedAt": iso_z(run.dispatched_at),
-    }
-
-
 def _triggered(run: DiscoveryRun) -> dict:
     return {
         "status": PENDING if run.status == RunStatus.PENDING else STARTED,
@@ -214,12 +191,8 @@ class RunListView(ApiView):
         limit, offset = page_params(request.query_params)
         statuses = _statuses(request)
         site_get(site_id)
-        queryset = DiscoveryRun.objects.filter(site_id=site_id)
-        if statuses:
-            queryset = queryset.filter(status__in=statuses)
-        total = queryset.count()
-        page = queryset.order_by("-created_at", "-id")[offset : offset + limit]
-        return Response({"discoveryRuns": [run_representation(run) for run in page], "total": total})
+        total, page = selectors.site_runs(site_id, statuses=statuses, limit=limit, offset=offset)
+        return Response({"discoveryRuns": page, "total": total})
 
     @extend_schema(
         operation_id="discovery_runs_create",
@@ -269,11 +242,12 @@ class RunDetailView(ApiView):
     )
     def get(self, request, site_id: str, run_id: str):
         require_site_access(request, site_id)
-        run = DiscoveryRun.objects.filter(site_id=site_id, pk=run_id).first()
-        if run is None:
-            site_get(site_id)
-            raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
-        return Response(run_representation(run))
+        try:
+            run = selectors.run_get(site_id, run_id)
+        except NotFoundError:
+            site_get(site_id)  # an unknown site is said first
+            raise
+        return Response(selectors.run_representation(run))
 
 
 class RunCancelView(ApiView):
@@ -300,4 +274,4 @@ class RunCancelView(ApiView):
     def post(self, request, site_id: str, run_id: str):
         require_site_access(request, site_id)
         run = runs.run_cancel(actor=self.actor(), site_id=site_id, run_id=run_id)
-        return Response(run_representation(run))
+        return Response(selectors.run_representation(run))

@@ -8,7 +8,8 @@ a seed entry that stays as the seed says needs no repair when the site's discove
 on (docs/decisions.md). The site's timezone is applied to these entries by sites.schedules, which
 re-times every entry of the site (core.schedules' convention: the site id is the first argument).
 
-Called by discovery.seeds inside the transaction of every seed write, and by sync_schedules.
+Kept in line by `on_seeds_written`, which inventory calls inside the transaction of every seed write
+(registered in DiscoveryConfig.ready(): inventory does not import discovery), and by sync_schedules.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from core.schedules import crontab_for, ensure_interval_task, ensure_periodic_task, remove_periodic_tasks
-from discovery.models import DiscoverySeed
+from inventory.models import DiscoverySeed
 from sites.models import Site
 from sites.schedules import SITE_ENTRY_PREFIX, site_entry_name, site_schedule_sync
 
@@ -62,13 +63,10 @@ def seeds_schedule_sync(
     return {"ensured": ensured, "removed": remove_periodic_tasks(unscheduled)}
 
 
-def seed_schedule_sync(seed: DiscoverySeed) -> None:
-    timezone = Site.objects.values_list("timezone", flat=True).get(pk=seed.site_id)
-    seeds_schedule_sync(seeds=[seed], timezone=timezone)
-
-
-def seed_schedule_remove(seed_id: str) -> None:
-    remove_periodic_tasks([seed_entry_name(seed_id)])
+def on_seeds_written(*, site: Site, seeds: list[DiscoverySeed], removed_ids: list[str]) -> None:
+    """inventory.seeds handler, inside the write's transaction: the entries of the seeds added or
+    changed follow them, those of the seeds deleted go."""
+    seeds_schedule_sync(seeds=seeds, timezone=site.timezone, removed_ids=removed_ids)
 
 
 def scheduled_run_allowed(site_id: str, seed_id: str | None = None) -> bool:

@@ -1,54 +1,49 @@
-"""Reads of discovery seeds, rendered for the wire (seed endpoints and GET inventory alike)."""
+"""Reads of discovery runs, rendered for the wire."""
 
 from __future__ import annotations
 
-from core.snmpconfig import wire_credentials
+from core.errors import NotFoundError
 from core.timefmt import iso_z
-from discovery.models import DiscoverySeed
-from discovery.targets import parse_target
+from discovery.models import DiscoveryRun
 
 
-def estimated_targets(targets: list[str]) -> int:
-    """Addresses the seed covers (a /24 is 256; ranges inclusive). Stored targets were validated."""
-    total = 0
-    for text in targets:
-        try:
-            total += parse_target(text).count
-        except ValueError:
-            continue  # not reachable through the API; a hand-edited row must not break the list
-    return total
-
-
-def seed_representation(seed: DiscoverySeed, *, include_credentials: bool) -> dict:
-    snmp_config = wire_credentials(
-        seed.snmp_config,
-        encrypted=seed.credentials,
-        secret_keys=seed.credential_keys,
-        include_credentials=include_credentials,
-    )
+def run_representation(run: DiscoveryRun) -> dict:
     return {
-        "id": seed.id,
-        "name": seed.name,
-        "targets": seed.targets,
-        "snmpConfig": snmp_config,
-        "schedule": seed.schedule or None,
-        "enabled": seed.enabled,
-        "options": seed.options,
-        "lastRun": iso_z(seed.last_run),
-        "lastRunStatus": seed.last_run_status or None,
-        "devicesFound": seed.devices_found,
-        "estimatedTargets": estimated_targets(seed.targets),
-        "createdAt": iso_z(seed.created_at),
-        "updatedAt": iso_z(seed.updated_at),
+        "runId": run.pk,
+        "seedId": run.seed_ids[0] if run.seed_ids else None,
+        "seedIds": list(run.seed_ids),
+        "status": run.status,
+        "startedAt": iso_z(run.started_at),
+        "completedAt": iso_z(run.completed_at),
+        "targetsScanned": run.targets_scanned,
+        "devicesFound": run.devices_found,
+        "devicesNew": run.devices_new,
+        "devicesUpdated": run.devices_updated,
+        "errors": run.errors,
+        "errorDetail": run.error_detail or None,
+        "triggeredBy": run.triggered_by,
+        "leaderInstance": run.dispatched_to or None,
+        "estimatedTargets": run.targets_estimated,
+        "createdAt": iso_z(run.created_at),
+        "dispatchedAt": iso_z(run.dispatched_at),
     }
 
 
-def site_seeds(
-    site_id: str, *, include_credentials: bool, limit: int | None = None, offset: int = 0
-) -> list[dict]:
-    """The site's seeds, oldest first; a page of them when `limit` is given."""
-    queryset = DiscoverySeed.objects.filter(site_id=site_id).order_by("created_at", "id")
-    if not include_credentials:
-        queryset = queryset.defer("credentials")
-    queryset = queryset[offset : offset + limit] if limit is not None else queryset[offset:]
-    return [seed_representation(seed, include_credentials=include_credentials) for seed in queryset]
+def site_runs(
+    site_id: str, *, statuses: list[str] | None = None, limit: int, offset: int = 0
+) -> tuple[int, list[dict]]:
+    """(how many runs the site has in these statuses (all when None), a page of them newest first)."""
+    queryset = DiscoveryRun.objects.filter(site_id=site_id)
+    if statuses:
+        queryset = queryset.filter(status__in=statuses)
+    total = queryset.count()
+    page = queryset.order_by("-created_at", "-id")[offset : offset + limit]
+    return total, [run_representation(run) for run in page]
+
+
+def run_get(site_id: str, run_id: str) -> DiscoveryRun:
+    """The run of the site, or NotFoundError."""
+    run = DiscoveryRun.objects.filter(site_id=site_id, pk=run_id).first()
+    if run is None:
+        raise NotFoundError(f"No discovery run {run_id!r} in site {site_id!r}.")
+    return run

@@ -1,9 +1,10 @@
-"""Inventory admin: devices with their agents inline, and the change log. Read-only.
+"""Inventory admin: devices with their agents inline, discovery seeds, and the change log. Read-only.
 
-Devices change through the API, imports and discovery (inventory.services), so that every change set
-is one inventory version, one change-log row, one audit row and one event. The admin therefore only
-looks, plus one action, "Delete selected devices", a few lines around inventory.services.device_delete
-with the admin user as the actor.
+Devices and seeds change through the API, imports and discovery (inventory.services, inventory.seeds),
+so that every change set is one inventory version, one change-log row, one audit row and one event. The
+admin therefore only looks, plus one action each, "Delete selected devices" and "Delete selected seeds",
+a few lines around inventory.services.device_delete and inventory.seeds.seed_delete with the admin user
+as the actor.
 
 Secrets are never decrypted here: an agent shows which secrets it has ("readCommunity: ****") from
 credential_keys, and the ciphertext column is not even loaded. Each site's inventory version is on
@@ -20,12 +21,15 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
-from core.snmpconfig import MASK
-from inventory.models import Agent, Device, InventoryChange
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
+from inventory.seeds import seed_delete
 from inventory.services import device_delete
+from snmp.credentials import MASK, VERSION_LABELS, masked
+from snmp.targets import estimated_targets
 
 # A change-log row may name 100,000 devices; its page lists this many ids per list.
 IDS_SHOWN = 50
+TARGETS_SHOWN = 3  # of a seed's targets, in the list
 # Each deleted device is a change set of its own (a version, an event); more at once is a job for
 # PUT inventory with mode replace, which removes any number of devices in one version.
 MAX_DELETE = 500
@@ -64,7 +68,7 @@ class AgentInline(ReadOnlyAdmin, admin.TabularInline):
 
     @admin.display(description="version")
     def version_label(self, agent: Agent) -> str:
-        return {1: "v1", 2: "v2c", 3: "v3"}.get(agent.version, str(agent.version))
+        return VERSION_LABELS.get(agent.version, str(agent.version))
 
     @admin.display(description="type")
     def snmp_type(self, agent: Agent) -> str:
@@ -192,6 +196,93 @@ class DeviceAdmin(ReadOnlyAdmin, admin.ModelAdmin):
             )
         else:
             self.message_user(request, "No device was deleted.", messages.WARNING)
+
+
+# The seeds API and PUT inventory write seeds, each change an inventory version ("Delete selected seeds",
+# not delete: through the service, one version each).
+@admin.register(DiscoverySeed)
+class DiscoverySeedAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    list_display = (
+        "name",
+        "site",
+        "targets_short",
+        "enabled",
+        "schedule",
+        "last_run",
+        "last_run_status",
+        "devices_found",
+    )
+    list_filter = ("site", "enabled")
+    list_select_related = ("site",)
+    search_fields = ("name",)
+    actions = ("delete_seeds",)
+    fields = (
+        "id",
+        "site",
+        "name",
+        "targets_all",
+        "estimated",
+        "snmp_settings",
+        "schedule",
+        "enabled",
+        "options_pretty",
+        "last_run",
+        "last_run_status",
+        "devices_found",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("credentials")  # ciphertext: never shown, not loaded
+
+    @admin.display(description="targets")
+    def targets_short(self, seed: DiscoverySeed) -> str:
+        shown = ", ".join(seed.targets[:TARGETS_SHOWN])
+        more = len(seed.targets) - TARGETS_SHOWN
+        return f"{shown} (+{more} more)" if more > 0 else shown or "-"
+
+    @admin.display(description="targets")
+    def targets_all(self, seed: DiscoverySeed) -> str:
+        return ", ".join(seed.targets) or "-"
+
+    @admin.display(description="addresses covered")
+    def estimated(self, seed: DiscoverySeed) -> int:
+        return estimated_targets(seed.targets)
+
+    @admin.display(description="SNMP settings")
+    def snmp_settings(self, seed: DiscoverySeed) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(masked(seed.snmp_config, seed.credential_keys), indent=2)
+        )
+
+    @admin.display(description="options")
+    def options_pretty(self, seed: DiscoverySeed) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(seed.options, indent=2, sort_keys=True))
+
+    def has_remove_permission(self, request) -> bool:
+        return self.model_permission(request, "delete")
+
+    @admin.action(description="Delete selected seeds", permissions=["remove"])
+    def delete_seeds(self, request, queryset):
+        actor = admin_actor(request)
+        deleted: list[str] = []
+        for seed_id, site_id, name in queryset.values_list("pk", "site_id", "name"):
+            try:
+                seed_delete(actor=actor, site_id=site_id, seed_id=seed_id)
+            except NotFoundError:
+                continue  # deleted meanwhile
+            except ApiError as exc:
+                self.message_user(request, f"{name}: {error_text(exc)}", messages.ERROR)
+                continue
+            deleted.append(f"{name} ({site_id})")
+        if deleted:
+            self.message_user(
+                request, f"Deleted {len(deleted)} seed(s): {', '.join(deleted)}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "No seed was deleted.", messages.WARNING)
 
 
 class JsonArrayLength(Func):

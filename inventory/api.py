@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, VERSION_SCHEMA, ApiView, ErrorSerializer, error_responses, schema
 from core.errors import ApiError, InvalidInput, NotFoundError
-from core.fields import SnmpCredentialsField, with_schema
+from core.fields import with_schema
 from core.models import Scope
 from core.permissions import (
     INSTANCES,
@@ -24,17 +24,27 @@ from core.permissions import (
     principal_of,
     require_site_access,
 )
-from core.schema import snmp_credentials_schema
 from core.timefmt import iso_z
 from inventory import idempotency, selectors, services, versioning
-from inventory.models import InventoryChange
-from inventory.parsing import MAX_AGENTS
+from inventory.parsing import MAX_AGENTS, MODES
+from inventory.promsnmp import FORMATS
+from inventory.seeds_api import SeedIn, SeedOut
 from sites.models import Site
 from sites.selectors import site_get
+from snmp.credentials import (
+    AUTH_PROTOCOLS,
+    MAX_TEXT,
+    MIN_PASSPHRASE,
+    PRIV_PROTOCOLS,
+    SECURITY_LEVELS,
+    TYPES,
+    VERSIONS,
+    credentials_json_schema,
+)
 
 SOURCES = ("discovery", "manual", "import", "api")
 
-# --- documentation of bodies (validation is inventory.parsing / discovery.seeds, in plain Python) ---
+# --- documentation of bodies (validation is inventory.parsing / inventory.seeds, in plain Python) ---
 
 AgentDoc = schema(
     "Agent",
@@ -42,21 +52,19 @@ AgentDoc = schema(
         "id": serializers.CharField(read_only=True),
         "address": serializers.IPAddressField(),
         "port": serializers.IntegerField(min_value=1, max_value=65535, default=161),
-        "version": serializers.ChoiceField([1, 2, 3], help_text="1 = v1, 2 = v2c, 3 = v3"),
-        "type": serializers.ChoiceField(["community", "usm"]),
+        "version": serializers.ChoiceField(VERSIONS, help_text="1 = v1, 2 = v2c, 3 = v3"),
+        "type": serializers.ChoiceField(TYPES),
         "readCommunity": serializers.CharField(required=False, help_text='v1/v2c; "****" unless revealed'),
         "writeCommunity": serializers.CharField(required=False, allow_null=True),
         "securityName": serializers.CharField(required=False),
-        "securityLevel": serializers.ChoiceField(["noAuthNoPriv", "authNoPriv", "authPriv"], required=False),
-        "authProtocol": serializers.ChoiceField(
-            ["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"], required=False
-        ),
+        "securityLevel": serializers.ChoiceField(SECURITY_LEVELS, required=False),
+        "authProtocol": serializers.ChoiceField(AUTH_PROTOCOLS, required=False),
         "authPassphrase": serializers.CharField(
-            required=False, help_text='8 to 255 characters; "****" unless revealed'
+            required=False, help_text=f'{MIN_PASSPHRASE} to {MAX_TEXT} characters; "****" unless revealed'
         ),
-        "privProtocol": serializers.ChoiceField(["DES", "AES", "AES128", "AES192", "AES256"], required=False),
+        "privProtocol": serializers.ChoiceField(PRIV_PROTOCOLS, required=False),
         "privPassphrase": serializers.CharField(
-            required=False, help_text='8 to 255 characters; "****" unless revealed'
+            required=False, help_text=f'{MIN_PASSPHRASE} to {MAX_TEXT} characters; "****" unless revealed'
         ),
         "engineId": serializers.CharField(required=False),
         "timeout": serializers.IntegerField(min_value=1, max_value=600_000, required=False, help_text="ms"),
@@ -93,7 +101,7 @@ AGENT_INPUT_SCHEMA = {
             },
             "required": ["address"],
         },
-        snmp_credentials_schema(),
+        credentials_json_schema(),
     ]
 }
 DeviceIn = schema(
@@ -119,35 +127,23 @@ DeviceOut = schema(
         "discoveredBy": serializers.CharField(allow_null=True),
     },
 )
-SeedDoc = schema(
-    "InventorySeed",
-    {
-        "id": serializers.CharField(read_only=True),
-        "name": serializers.CharField(),
-        "targets": serializers.ListField(child=serializers.CharField()),
-        "snmpConfig": SnmpCredentialsField(),
-        "schedule": serializers.CharField(allow_null=True, required=False),
-        "enabled": serializers.BooleanField(default=True),
-        "options": serializers.DictField(required=False),
-    },
-)
 InventoryOut = schema(
     "Inventory",
     {
         "version": serializers.IntegerField(),
         "updatedAt": serializers.DateTimeField(allow_null=True),
         "devices": DeviceOut(many=True),
-        "discoverySeeds": serializers.ListField(child=serializers.DictField()),
+        "discoverySeeds": SeedOut(many=True),
     },
 )
 InventoryPutIn = schema(
     "InventoryImport",
     {
         "devices": DeviceIn(many=True),
-        "discoverySeeds": SeedDoc(many=True, required=False),
-        "mode": serializers.ChoiceField(list(services.MODES), default="merge"),
+        "discoverySeeds": SeedIn(many=True, required=False),
+        "mode": serializers.ChoiceField(MODES, default="merge"),
         "format": serializers.ChoiceField(
-            ["manager", "promsnmp"],
+            FORMATS,
             default="manager",
             help_text="promsnmp: devices/seeds in PromSNMP's file form",
         ),
@@ -229,7 +225,7 @@ ChangesOut = schema(
         "version": serializers.IntegerField(),
         "devices": DeviceOut(many=True),
         "removedDeviceIds": serializers.ListField(child=serializers.CharField()),
-        "discoverySeeds": serializers.ListField(child=serializers.DictField()),
+        "discoverySeeds": SeedOut(many=True),
     },
 )
 
@@ -289,12 +285,6 @@ def _etag_matches(request, etag: str) -> bool:
     return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
 
 
-def _seeds(site: Site, include_credentials: bool) -> list[dict]:
-    from discovery.selectors import site_seeds
-
-    return site_seeds(site.pk, include_credentials=include_credentials)
-
-
 class InventoryView(ApiView):
     allowed_scopes = {"GET": READERS | INSTANCES, "PUT": WRITERS}
     repeatable_query = frozenset({"deviceIds"})
@@ -341,7 +331,11 @@ class InventoryView(ApiView):
         response = _json_stream(
             request,
             selectors.stream_json_document(
-                head, {"devices": devices, "discoverySeeds": _seeds(site, include_credentials)}
+                head,
+                {
+                    "devices": devices,
+                    "discoverySeeds": selectors.site_seeds(site.pk, include_credentials=include_credentials),
+                },
             ),
         )
         response["ETag"] = etag
@@ -356,33 +350,15 @@ class InventoryView(ApiView):
         tags=["inventory"],
     )
     def put(self, request, site_id: str):
-        from discovery.seeds import parse_seeds
-
         _site(request, site_id)
         body = self.json_object()
-        mode = body.get("mode", "merge")
-        if mode not in services.MODES:
-            raise InvalidInput({"mode": [f"One of {', '.join(services.MODES)}."]})
-        document_format = body.get("format", "manager")
-        if document_format == "promsnmp":
-            from inventory.promsnmp import from_promsnmp
-
-            body = from_promsnmp(body)
-        elif document_format != "manager":
-            raise InvalidInput({"format": ["Either manager or promsnmp."]})
-        devices, errors = services.parse_devices(body.get("devices"))
-        seeds = None
-        if body.get("discoverySeeds") is not None:
-            seeds, seed_errors = parse_seeds(body["discoverySeeds"])
-            errors.update(seed_errors)
-        if errors:
-            if document_format == "promsnmp":
-                from inventory.promsnmp import promsnmp_path
-
-                errors = {promsnmp_path(path): messages for path, messages in errors.items()}
-            raise InvalidInput(errors)
-        result = services.inventory_import(
-            actor=self.actor(), site_id=site_id, devices=devices, seeds=seeds, mode=mode, source="import"
+        result = services.inventory_import_document(
+            actor=self.actor(),
+            site_id=site_id,
+            document=body,
+            document_format=body.get("format", "manager"),
+            mode=body.get("mode", "merge"),
+            source="import",
         )
         return Response(
             {
@@ -576,13 +552,7 @@ class InventoryChangesView(ApiView):
                 f"Changes since version {since} are not available (current {current}); "
                 "fetch the full inventory.",
             )
-        removed: list[str] = []
-        for ids in (
-            InventoryChange.objects.filter(site=site, version__gt=since)
-            .order_by("version")
-            .values_list("removed_ids", flat=True)
-        ):
-            removed.extend(ids)
+        removed = selectors.removed_device_ids_since(site, since)
         if include_credentials:
             selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}
@@ -594,7 +564,7 @@ class InventoryChangesView(ApiView):
                 {
                     "devices": devices,
                     "removedDeviceIds": removed,
-                    "discoverySeeds": _seeds(site, include_credentials),
+                    "discoverySeeds": selectors.site_seeds(site.pk, include_credentials=include_credentials),
                 },
             ),
         )

@@ -1,10 +1,11 @@
 from django.apps import AppConfig
 
+from core.crypto import register_encrypted_field
+
 
 class InventoryConfig(AppConfig):
     name = "inventory"
 
     def ready(self) -> None:
-        from core.crypto import register_encrypted_field
-
         register_encrypted_field("inventory.Agent", "credentials")
+        register_encrypted_field("inventory.DiscoverySeed", "credentials")

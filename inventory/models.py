@@ -1,6 +1,6 @@
 from django.db import models
 
-from core.snmpconfig import VERSIONS
+from snmp.credentials import VERSIONS
 
 
 class Device(models.Model):
@@ -87,6 +87,37 @@ class InventoryChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} v{self.version} {self.change_type}"
+
+
+class DiscoverySeed(models.Model):
+    """What a site's leader scans: targets (IPs, CIDRs, ranges), SNMP credentials, options, schedule.
+    Part of the inventory document; discovery runs them and records how the last run went."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="discovery_seeds")
+    name = models.CharField(max_length=255)
+    targets = models.JSONField(default=list)
+    # Non-secret SNMP settings (version, type, securityName, …); secrets encrypted in `credentials`.
+    snmp_config = models.JSONField(default=dict)
+    credentials = models.TextField(editable=False)
+    credential_keys = models.JSONField(default=list, editable=False)
+    schedule = models.CharField(max_length=128, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    options = models.JSONField(default=dict, blank=True)
+    last_run = models.DateTimeField(null=True, blank=True)
+    last_run_status = models.CharField(max_length=32, blank=True, default="")
+    devices_found = models.PositiveIntegerField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=64, editable=False, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "discovery_seeds"  # the table of the discovery app, where the model lived before
+        ordering = ["site_id", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["site", "name"], name="unique_seed_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.site_id})"
 
 
 class IdempotencyKey(models.Model):

@@ -1,5 +1,6 @@
 """Devices as the wire carries them → validated, normalised inputs. Plain Python on purpose: a bulk
-import validates 100,000 devices, and a DRF serializer per device would take most of a minute."""
+import validates 100,000 devices, and a DRF serializer per device would take most of a minute.
+(Seeds, the other half of the inventory document, are parsed by inventory.seeds.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from core.crypto import fingerprint
-from core.snmpconfig import parse_snmp_credentials
 from core.timefmt import TIMESTAMP_MESSAGE, parse_timestamp
 from core.validation import UNSTORABLE_MESSAGE, storable, strict_int
+from snmp.credentials import parse_snmp_credentials
+
+# How an imported document meets the site's inventory (PUT inventory's mode, import_inventory --mode),
+# devices and seeds alike: merge adds new and updates changed, replace also removes what the document
+# does not name, addOnly only adds new.
+MODES = ("merge", "replace", "addOnly")
 
 MAX_AGENTS = 64
 MAX_METADATA_BYTES = 16384

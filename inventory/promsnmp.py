@@ -8,7 +8,7 @@ raw bytes of PROM_ENCRYPT_KEY (tests/fixtures/promsnmp/README.md).
 - `read_document` / `load_document`: file bytes → (format, document); plain or encrypted, the format
   detected when not given. Without a key an encrypted file is tried with PromSNMP's default key.
 - `from_promsnmp` (`convert_promsnmp`): a PromSNMP document → the manager's wire document that
-  inventory.parsing.parse_device and discovery.seeds.parse_seed accept. What the manager has no field
+  inventory.parsing.parse_device and inventory.seeds.parse_seed accept. What the manager has no field
   for (PromSNMP ids, the agents' discoveredAt, a device without a primary agent) is kept in the device's
   metadata under "promsnmp"; a seed's id is kept in its name, "promsnmp-<id>".
 - `to_promsnmp`: the reverse, from a document with revealed secrets; `export_document` builds one for a
@@ -34,6 +34,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.errors import InvalidInput
 from core.parsers import JSONInputError, loads_strict
+from core.timefmt import iso_z
+from inventory.selectors import iter_devices, site_seeds
+from snmp.credentials import SECURITY_LEVELS, VERSION_LABELS
+from snmp.targets import iter_addresses, parse_target
 
 DEFAULT_KEY = "0123456789ABCDEF"  # PromSNMP's InventoryBackupManager.DEFAULT_SYMMETRIC_KEY
 KEY_SIZES = (16, 24, 32)  # AES-128/192/256; PromSNMP writes plain JSON with a key of any other length
@@ -46,10 +50,10 @@ SEED_NAME_PREFIX = "promsnmp-"
 # SNMP4J's version numbers (SnmpConstants.version1/2c/3) ↔ the manager's 1, 2, 3.
 _VERSION_FROM_SNMP4J = {0: 1, 1: 2, 3: 3}
 _VERSION_TO_SNMP4J = {manager: snmp4j for snmp4j, manager in _VERSION_FROM_SNMP4J.items()}
-# SNMP4J's SecurityLevel numbers ↔ the manager's names.
-_LEVEL_FROM_NUMBER = {1: "noAuthNoPriv", 2: "authNoPriv", 3: "authPriv"}
+# SNMP4J's SecurityLevel numbers (1 noAuthNoPriv, 2 authNoPriv, 3 authPriv) ↔ the manager's names.
+_LEVEL_FROM_NUMBER = dict(enumerate(SECURITY_LEVELS, start=1))
 _LEVEL_TO_NUMBER = {name: number for number, name in _LEVEL_FROM_NUMBER.items()}
-_SEED_VERSIONS = {"v1": 1, "v2c": 2, "v3": 3}
+_SEED_VERSIONS = {label: version for version, label in VERSION_LABELS.items()}  # "v2c" → 2
 _AGENT_TYPES = {"snmp-community": "community", "snmp-user": "usm"}
 _PROMSNMP_TYPE = {"community": "snmp-community", "usm": "snmp-user"}
 _TYPE_FOR_VERSION = {1: "snmp-community", 2: "snmp-community", 3: "snmp-user"}
@@ -435,7 +439,7 @@ def convert_promsnmp(document: Any) -> tuple[dict[str, Any], dict[str, list[str]
     """A PromSNMP document → (the manager's wire document, errors by PromSNMP field path).
 
     Only what the mapping itself cannot express is an error here (an unknown SNMP4J version, type or
-    security level); everything else is left to inventory.parsing and discovery.seeds to judge.
+    security level); everything else is left to inventory.parsing and inventory.seeds to judge.
     "discoverySeeds" is in the result only when the document has it (absent: seeds are left alone)."""
     errors = _Errors()
     if not isinstance(document, dict):
@@ -554,8 +558,6 @@ def _device_to_promsnmp(device: dict[str, Any]) -> dict[str, Any]:
 
 
 def _seed_to_promsnmp(seed: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
-    from discovery.targets import iter_addresses, parse_target
-
     name = seed.get("name") or ""
     config = seed.get("snmpConfig") or {}
     version = config.get("version")
@@ -602,10 +604,6 @@ def to_promsnmp(document: dict[str, Any], *, warnings: list[str] | None = None) 
 def export_document(site, *, format: str, warnings: list[str] | None = None) -> dict[str, Any]:
     """The site's whole inventory, secrets revealed: the manager's document (as GET inventory with
     includeCredentials) or PromSNMP's."""
-    from core.timefmt import iso_z
-    from discovery.selectors import site_seeds
-    from inventory.selectors import iter_devices
-
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
     document = {

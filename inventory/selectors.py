@@ -1,27 +1,38 @@
-"""Reads of a site's inventory, rendered for the wire. Streams: 50,000 devices never sit in memory at once."""
+"""Reads of a site's inventory (devices with their agents, discovery seeds, the change log), rendered for
+the wire. Streams: 50,000 devices never sit in memory at once."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from django.db.models import Q
 
-from core.crypto import PREFIX, key_ring
-from core.errors import ApiError
-from core.snmpconfig import wire_credentials
+from core.crypto import PREFIX, decrypt_json, key_ring
+from core.errors import ApiError, NotFoundError
 from core.timefmt import iso_z
-from inventory.models import Agent, Device
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
 from sites.models import Site
+from snmp.credentials import masked
+from snmp.targets import estimated_targets
 
 CHUNK = 2000
+
+
+def wire_credentials(
+    plain: dict[str, Any], *, encrypted: str, secret_keys: list[str], include_credentials: bool
+) -> dict[str, Any]:
+    """The wire form of stored credentials (an agent's, a seed's snmpConfig): the secrets decrypted for
+    a caller who may see them (includeCredentials), else masked."""
+    if include_credentials:
+        return {**plain, **decrypt_json(encrypted)}
+    return masked(plain, secret_keys)
 
 
 def require_decryptable(site: Site) -> None:
     """Before a stream starts: every secret must be under a key of the ring, or the response would
     break off halfway with a 200 already sent."""
-    from discovery.models import DiscoverySeed
-
     known = Q()
     for key_id in key_ring().keys:
         known |= Q(credentials__startswith=f"{PREFIX}:{key_id}:")
@@ -119,3 +130,65 @@ def stream_json_document(head: dict, lists: dict[str, Iterator[dict] | list]) ->
         buffer.append("]")
         yield "".join(buffer).encode()
     yield b"}"
+
+
+def removed_device_ids_since(site: Site, since: int) -> list[str]:
+    """The ids of the devices removed after version `since`, oldest change first (changes?since=N)."""
+    removed: list[str] = []
+    for ids in (
+        InventoryChange.objects.filter(site=site, version__gt=since)
+        .order_by("version")
+        .values_list("removed_ids", flat=True)
+    ):
+        removed.extend(ids)
+    return removed
+
+
+# --- discovery seeds (the seed endpoints and GET inventory alike) -----------------------------------
+
+
+def seed_representation(seed: DiscoverySeed, *, include_credentials: bool) -> dict:
+    snmp_config = wire_credentials(
+        seed.snmp_config,
+        encrypted=seed.credentials,
+        secret_keys=seed.credential_keys,
+        include_credentials=include_credentials,
+    )
+    return {
+        "id": seed.id,
+        "name": seed.name,
+        "targets": seed.targets,
+        "snmpConfig": snmp_config,
+        "schedule": seed.schedule or None,
+        "enabled": seed.enabled,
+        "options": seed.options,
+        "lastRun": iso_z(seed.last_run),
+        "lastRunStatus": seed.last_run_status or None,
+        "devicesFound": seed.devices_found,
+        "estimatedTargets": estimated_targets(seed.targets),
+        "createdAt": iso_z(seed.created_at),
+        "updatedAt": iso_z(seed.updated_at),
+    }
+
+
+def site_seeds(
+    site_id: str, *, include_credentials: bool, limit: int | None = None, offset: int = 0
+) -> list[dict]:
+    """The site's seeds, oldest first; a page of them when `limit` is given."""
+    queryset = DiscoverySeed.objects.filter(site_id=site_id).order_by("created_at", "id")
+    if not include_credentials:
+        queryset = queryset.defer("credentials")
+    queryset = queryset[offset : offset + limit] if limit is not None else queryset[offset:]
+    return [seed_representation(seed, include_credentials=include_credentials) for seed in queryset]
+
+
+def site_seed_count(site_id: str) -> int:
+    return DiscoverySeed.objects.filter(site_id=site_id).count()
+
+
+def seed_get(site_id: str, seed_id: str) -> DiscoverySeed:
+    """The seed of the site, or NotFoundError."""
+    seed = DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).first()
+    if seed is None:
+        raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
+    return seed

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,14 +12,38 @@ from django.utils import timezone
 from core.audit import Actor
 from core.crypto import encrypt_json
 from core.errors import ApiError, InvalidInput, NotFoundError
+from core.hooks import HandlerRegistry
 from core.ids import new_id
 from instances.election import leads
 from inventory import versioning
 from inventory.models import Agent, Device
-from inventory.parsing import DeviceInput, parse_device
+from inventory.parsing import MODES, DeviceInput, parse_device
+from inventory.promsnmp import FORMATS, convert_promsnmp, promsnmp_path
+from inventory.seeds import SeedInput, SeedPlan, parse_seeds, seeds_plan, seeds_sync
 
-MODES = ("merge", "replace", "addOnly")
 _BATCH = 2000
+
+
+class ResultsRun(Protocol):
+    """The discovery run that posted results belong to, as inventory_add_devices uses it."""
+
+    def may_post(self, instance_id: str) -> bool:
+        """Whether this instance may post the run's results, leader or not."""
+
+    def record(self, *, added: int, updated: int, unchanged: int) -> None:
+        """Count the posted results on the run."""
+
+
+# (*, site_id, run_id, seed_id, instance_id) → the run the results belong to (locked; None when seedId
+# ties none), or InvalidInput for a runId that is not the site's. One handler: discovery's, registered in
+# its ready() (inventory never imports discovery); called inside inventory_add_devices' transaction.
+ResultsRunFinder = Callable[..., ResultsRun | None]
+results_run_finders: HandlerRegistry[ResultsRunFinder] = HandlerRegistry("results_run_finders")
+RESULTS_RUN = "discovery_run"
+
+
+def on_results_run(finder: ResultsRunFinder) -> None:
+    results_run_finders.register(RESULTS_RUN, finder)
 
 
 @dataclass
@@ -47,6 +71,7 @@ class ImportResult:
     seeds: dict[str, list[str]] = field(default_factory=dict)
     dry_run: bool = False
     plan: Plan | None = None
+    seed_plan: SeedPlan | None = None  # a dry run's, when seeds were given
 
 
 @dataclass
@@ -211,23 +236,81 @@ def _touch(device_ids: Iterable[str]) -> None:
         Device.objects.filter(id__in=ids[start : start + _BATCH]).update(last_seen=now)
 
 
+def inventory_document_parse(
+    document: dict[str, Any], *, document_format: str = "manager"
+) -> tuple[list[DeviceInput], list[SeedInput] | None]:
+    """A whole inventory document, in the manager's form or PromSNMP's ("promsnmp": converted first) →
+    (devices, seeds; None when the document has no discoverySeeds: the seeds are left alone).
+
+    Every field is checked before any is refused: InvalidInput names them all, in the document's own
+    field paths (PromSNMP's for its form; where the conversion itself failed, its message alone)."""
+    promsnmp = document_format == "promsnmp"
+    errors: dict[str, list[str]] = {}
+    if promsnmp:
+        document, errors = convert_promsnmp(document)
+    cannot_map = bool(errors)
+
+    def merge(found: dict[str, list[str]]) -> None:
+        for path, messages in found.items():
+            path = promsnmp_path(path) if promsnmp else path
+            if path not in errors:  # a conversion error already says what is wrong there
+                errors[path] = list(messages)
+
+    devices: list[DeviceInput] = []
+    if not isinstance(document.get("devices"), list):
+        merge({"devices": ["Expected a list of devices."]})
+    else:
+        inputs, device_errors = parse_devices(document["devices"])
+        merge(device_errors)
+        devices = [device for device in inputs if device is not None]
+    seeds = None
+    if document.get("discoverySeeds") is not None:
+        seeds, seed_errors = parse_seeds(document["discoverySeeds"])
+        merge(seed_errors)
+    if errors:
+        if cannot_map:
+            raise InvalidInput(errors, detail="The PromSNMP document cannot be mapped.")
+        raise InvalidInput(errors)
+    return devices, seeds
+
+
+def inventory_import_document(
+    *,
+    actor: Actor,
+    site_id: str,
+    document: dict[str, Any],
+    document_format: str = "manager",
+    mode: str = "merge",
+    source: str = "import",
+    dry_run: bool = False,
+) -> ImportResult:
+    """PUT inventory and import_inventory: a whole document (inventory_document_parse), imported all or
+    nothing (inventory_import)."""
+    if mode not in MODES:
+        raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
+    if document_format not in FORMATS:
+        raise InvalidInput({"format": ["Either manager or promsnmp."]})
+    devices, seeds = inventory_document_parse(document, document_format=document_format)
+    return inventory_import(
+        actor=actor, site_id=site_id, devices=devices, seeds=seeds, mode=mode, source=source, dry_run=dry_run
+    )
+
+
 def inventory_import(
     *,
     actor: Actor,
     site_id: str,
     devices: list[DeviceInput],
-    seeds: list | None = None,
+    seeds: list[SeedInput] | None = None,
     mode: str = "merge",
     source: str = "import",
     dry_run: bool = False,
 ) -> ImportResult:
-    """PUT inventory and import_inventory: all or nothing, one new version at most.
+    """Parsed devices (and seeds) into the site: all or nothing, one new version at most.
 
     merge: add new, update changed, keep others; replace: also remove devices and seeds not given;
-    addOnly: only add new. Seeds (discovery.seeds.SeedInput) follow the same mode when given.
+    addOnly: only add new. Seeds follow the same mode when given (None: left alone).
     """
-    from discovery.seeds import seeds_sync  # discovery's seed writes; discovery imports our versioning
-
     if mode not in MODES:
         raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
     with transaction.atomic():
@@ -243,6 +326,7 @@ def inventory_import(
                 removed=list(plan.remove.values()),
                 dry_run=True,
                 plan=plan,
+                seed_plan=None if seeds is None else seeds_plan(site_id=site_id, seeds=seeds, mode=mode),
             )
         added, updated = _write(site_id, plan, change.new_version, discovered_by="")
         seed_changes = {"added": [], "updated": [], "removed": []}
@@ -297,16 +381,15 @@ def inventory_add_devices(
     Unchanged devices get lastSeen refreshed and cause no new version. With require_leader (an
     instance posting discovery results) only the site's current leader may post: 409 not_leader;
     or, with a runId, an instance the run was dispatched to, leader or no longer. The run named by
-    runId (or found by seedId, discovery.runs.run_for_results) counts the results.
+    runId (or found by seedId; results_run_finders) counts the results.
     """
     inputs, errors = parse_devices(items)
     with transaction.atomic():
         change = versioning.change_begin(site_id)  # the site lock also holds leadership still
         run = None
-        if run_id or seed_id:
-            from discovery import runs  # discovery imports our versioning; resolved at call time
-
-            run = runs.run_for_results(
+        find_run = results_run_finders.get(RESULTS_RUN)
+        if (run_id or seed_id) and find_run is not None:
+            run = find_run(
                 site_id=site_id,
                 run_id=run_id,
                 seed_id=seed_id,
@@ -314,7 +397,7 @@ def inventory_add_devices(
             )
         if (
             require_leader
-            and not (run is not None and runs.run_may_post(run, instance_id))
+            and not (run is not None and run.may_post(instance_id))
             and not leads(instance_id, site_id)
         ):
             raise NotLeader(
@@ -326,9 +409,7 @@ def inventory_add_devices(
         added, updated = _write(site_id, plan, change.new_version, discovered_by=instance_id)
         _touch(device_id for device_id, _ in plan.unchanged)
         if run is not None:
-            runs.run_record_results(
-                run, added=len(added), updated=len(updated), unchanged=len(plan.unchanged)
-            )
+            run.record(added=len(added), updated=len(updated), unchanged=len(plan.unchanged))
         version = change.site.inventory_version
         if added or updated:
             version = versioning.change_commit(

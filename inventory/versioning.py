@@ -1,6 +1,6 @@
 """Inventory versions: one increment and one change-log row per change set, in the same transaction,
 and one inventory_updated event after commit. Devices (inventory.services) and discovery seeds
-(discovery.seeds) both change the inventory document, so both commit through here.
+(inventory.seeds) both change the inventory document, so both commit through here.
 """
 
 from __future__ import annotations

@@ -562,7 +562,7 @@ def test_every_admin_page_renders(admin, make_site, register, make_token):
         ("instances.models.Instance", "deregister", "delete_instance"),
         ("discovery.models.DiscoveryRun", "cancel_runs", "change_discoveryrun"),
         ("inventory.models.Device", "delete_devices", "delete_device"),
-        ("discovery.models.DiscoverySeed", "delete_seeds", "delete_discoveryseed"),
+        ("inventory.models.DiscoverySeed", "delete_seeds", "delete_discoveryseed"),
     ],
 )
 def test_read_only_pages_offer_their_service_actions_by_the_users_own_permission(

@@ -30,9 +30,10 @@ from django.utils import timezone
 import core.events
 from core.models import AuditLog
 from discovery import runs
-from discovery.models import DiscoveryRun, DiscoverySeed, RunStatus
+from discovery.models import DiscoveryRun, RunStatus
 from instances.frames import FrameRejected
 from instances.models import Instance
+from inventory.models import DiscoverySeed
 from sites.models import Site
 from tests.conftest import TEST_ACTOR
 from tests.discovery.test_runs import (

@@ -15,11 +15,12 @@ from django.utils import timezone
 
 from core.models import AuditLog
 from discovery import runs
-from discovery.models import DiscoveryRun, DiscoverySeed, RunStatus
+from discovery.models import DiscoveryRun, RunStatus
 from instances.election import leader_assign
 from instances.frames import FrameRejected
 from instances.models import Instance
 from instances.services import instance_deregister
+from inventory.models import DiscoverySeed
 from sites.models import Site
 from tests.conftest import TEST_ACTOR
 from tests.inventory.test_inventory_api import device

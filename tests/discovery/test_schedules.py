@@ -20,8 +20,10 @@ from config.celery import app
 from core.cron import CronError
 from core.errors import ConflictError
 from core.schedules import crontab_for
-from discovery.models import DiscoverySeed
-from discovery.seeds import parse_seed, parse_seeds, seed_create, seed_delete, seed_update, seeds_sync
+from discovery import runs, tasks
+from discovery.models import DiscoveryRun
+from inventory.models import DiscoverySeed
+from inventory.seeds import parse_seed, parse_seeds, seed_create, seed_delete, seed_update, seeds_sync
 from inventory.versioning import FULL_SYNC, change_begin, change_commit
 from sites.models import Site
 from sites.services import site_create, site_delete, site_update
@@ -601,9 +603,6 @@ def test_sync_schedules_at_verbosity_0_prints_nothing(populated):
 
 
 def test_scheduled_runs_are_skipped_while_discovery_is_off(make_site):
-    from discovery import tasks
-    from discovery.models import DiscoveryRun
-
     make_site(SITE, discovery_enabled=False)
     seed = seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("s", "0 0 3 * * *"))
     off = seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("off", "0 0 3 * * *", enabled=False))
@@ -618,9 +617,6 @@ def test_scheduled_runs_are_skipped_while_discovery_is_off(make_site):
 
 
 def test_the_scheduled_tasks_start_runs_triggered_by_the_schedule(make_site, settings):
-    from discovery import runs, tasks
-    from discovery.models import DiscoveryRun
-
     make_site(SITE)
     seed = seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("s", "0 0 3 * * *"))
     other = seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("t"))
@@ -639,8 +635,6 @@ def test_the_scheduled_tasks_start_runs_triggered_by_the_schedule(make_site, set
 
 def test_a_scheduled_run_through_the_beat_entry_sends_run_discovery(make_site, register):
     """What beat does: look the entry's task up by name and apply it with the entry's args."""
-    from discovery.models import DiscoveryRun
-
     make_site(SITE)
     leader = register(SITE, "host-a")
     seed = seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("s", "0 0 3 * * *"))
@@ -655,9 +649,6 @@ def test_a_scheduled_run_through_the_beat_entry_sends_run_discovery(make_site, r
 
 
 def test_a_scheduled_run_with_nothing_to_run_is_skipped_not_failed(make_site):
-    from discovery import tasks
-    from discovery.models import DiscoveryRun
-
     make_site(SITE)
     seed_create(actor=TEST_ACTOR, site_id=SITE, seed=seed_input("off", enabled=False))
     assert tasks.scheduled_site_run(SITE) is None  # run_start: no_enabled_seeds

@@ -39,9 +39,10 @@ def ended_run(base_url: str, headers: dict[str, str], run_id: str) -> dict | Non
 
 def test_the_agent_and_the_scanner_import_no_django():
     code = (
-        "import sys, agent.runner, agent.client, agent.__main__, discovery.snmp; "
+        "import sys, agent.runner, agent.client, agent.__main__, snmp.scanner; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('django', 'rest_framework', 'channels', 'core', 'sites', 'instances', 'inventory', 'fleet')); "
+        "('django', 'rest_framework', 'channels', 'core', 'sites', 'instances', 'inventory', 'discovery', "
+        "'fleet', 'config')); "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=agent_env(), check=True, timeout=60)

@@ -10,9 +10,8 @@ from django.contrib.admin.utils import quote
 from django.test import Client
 
 from core.models import AuditLog
-from discovery.models import DiscoverySeed
-from discovery.seeds import parse_seed
-from inventory.models import Agent, Device, InventoryChange
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
+from inventory.seeds import parse_seed
 from inventory.services import inventory_import, parse_devices
 from sites.models import Site
 from tests.conftest import TEST_ACTOR
@@ -22,7 +21,7 @@ SITE = "chicago-pop-01"
 OTHER = "london-colo-01"
 DEVICES = "/admin/inventory/device/"
 CHANGES = "/admin/inventory/inventorychange/"
-SEEDS = "/admin/discovery/discoveryseed/"
+SEEDS = "/admin/inventory/discoveryseed/"
 
 COMMUNITY = "pl41nt3xt-c0mmunity"
 WRITE_COMMUNITY = "wr1te-c0mmunity-x"

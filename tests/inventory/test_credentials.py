@@ -15,8 +15,7 @@ from django.db import connection
 
 from core.crypto import DecryptionError, KeyRing, decrypt_json, key_ring
 from core.models import AuditLog
-from discovery.models import DiscoverySeed
-from inventory.models import Agent
+from inventory.models import Agent, DiscoverySeed
 from tests.inventory.test_inventory_api import (
     OTHER,
     SITE,
@@ -302,7 +301,7 @@ def test_key_rotation(make_site, admin_api, settings):
     assert_revealed(get_inventory(admin_api, includeCredentials="true"))
     output = rotate()
     assert "inventory.Agent.credentials: 3 re-encrypted" in output
-    assert "discovery.DiscoverySeed.credentials: 2 re-encrypted" in output
+    assert "inventory.DiscoverySeed.credentials: 2 re-encrypted" in output
     assert all(value.startswith("enc1:new:") for value in stored_ciphertexts())
     after = get_inventory(admin_api, includeCredentials="true")
     assert after == before  # same plaintexts, same ids, same version
@@ -310,7 +309,7 @@ def test_key_rotation(make_site, admin_api, settings):
 
     second = rotate()
     assert "inventory.Agent.credentials: 0 re-encrypted" in second
-    assert "discovery.DiscoverySeed.credentials: 0 re-encrypted" in second
+    assert "inventory.DiscoverySeed.credentials: 0 re-encrypted" in second
 
     # Rotation changes no fingerprint: re-importing the same inventory is still "unchanged".
     result = put_inventory(admin_api, devices, discoverySeeds=seeds)
@@ -338,7 +337,7 @@ def test_rotation_leaves_an_audit_row(stocked, settings):
     assert entry.actor == "command:manage.py rotate_encryption_key"
     assert entry.details["reencrypted"] == {
         "inventory.Agent.credentials": 3,
-        "discovery.DiscoverySeed.credentials": 2,
+        "inventory.DiscoverySeed.credentials": 2,
     }
 
 

@@ -18,9 +18,7 @@ from django.core.management import CommandError, call_command
 
 from core.errors import InvalidInput
 from core.models import AuditLog
-from discovery.models import DiscoverySeed
-from discovery.selectors import site_seeds
-from inventory.models import Agent, Device, InventoryChange
+from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
 from inventory.promsnmp import (
     DEFAULT_KEY,
     PromSnmpFileError,
@@ -30,7 +28,7 @@ from inventory.promsnmp import (
     load_document,
     to_promsnmp,
 )
-from inventory.selectors import iter_devices
+from inventory.selectors import iter_devices, site_seeds
 from sites.models import Site
 from tests.openapi import assert_matches_schema
 
@@ -737,3 +735,22 @@ def test_put_inventory_accepts_a_promsnmp_document(sites, admin_api):
     assert refused.status_code == 400
     assert "devices[0].agents[0].version" in refused.json()["fields"]
     assert version(SITE) == before + 1
+
+
+def test_put_inventory_names_every_bad_field_of_a_promsnmp_document_as_import_inventory_does(
+    sites, admin_api
+):
+    """One import service: what cannot be mapped and what is mapped but invalid come in one answer, in
+    PromSNMP's field paths, and nothing is imported."""
+    document = original()
+    document["devices"][1]["agents"][0]["version"] = 2  # not an SNMP4J version number: cannot be mapped
+    document["discoverySeeds"][1]["port"] = 70000  # mapped, then refused
+    before = version(SITE)
+    refused = admin_api.put(
+        f"/api/v1/sites/{SITE}/inventory", {**document, "format": "promsnmp"}, format="json"
+    )
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["detail"] == "The PromSNMP document cannot be mapped."
+    assert set(body["fields"]) == {"devices[1].agents[0].version", "discoverySeeds[1].port"}
+    assert version(SITE) == before

@@ -8,9 +8,8 @@ import json
 import pytest
 
 from core.models import AuditLog
-from core.snmpconfig import AUTH_PROTOCOLS, PRIV_PROTOCOLS
-from discovery.models import DiscoverySeed
-from inventory.models import Device
+from inventory.models import Device, DiscoverySeed
+from snmp.credentials import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 from tests.inventory.test_inventory_api import (
     SITE,
     by_name,

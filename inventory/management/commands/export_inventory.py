@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor, audit_record
 from core.crypto import DecryptionError
+from core.errors import NotFoundError
 from inventory.promsnmp import (
     FORMATS,
     PromSnmpFileError,
@@ -19,7 +20,7 @@ from inventory.promsnmp import (
     encrypt_file,
     export_document,
 )
-from sites.models import Site
+from sites.selectors import site_get
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -57,9 +58,10 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="The file to write (default: standard output).")
 
     def handle(self, *args, site_id, format, key, out, **options):
-        site = Site.objects.filter(pk=site_id).first()
-        if site is None:
-            raise CommandError(f"No site {site_id!r}.")
+        try:
+            site = site_get(site_id)
+        except NotFoundError as exc:
+            raise CommandError(f"No site {site_id!r}.") from exc
         if format is None:
             format = "promsnmp" if key else "manager"
         if key is not None and format != "promsnmp":

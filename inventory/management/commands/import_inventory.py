@@ -9,19 +9,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor
-from core.errors import ApiError
-from discovery.models import DiscoverySeed
-from discovery.seeds import parse_seeds
-from inventory.promsnmp import (
-    DEFAULT_KEY,
-    FORMATS,
-    PromSnmpFileError,
-    convert_promsnmp,
-    promsnmp_path,
-    read_document,
-)
-from inventory.services import MODES, inventory_import, parse_devices
-from sites.models import Site
+from core.errors import ApiError, InvalidInput, NotFoundError
+from inventory.parsing import MODES
+from inventory.promsnmp import DEFAULT_KEY, FORMATS, PromSnmpFileError, read_document
+from inventory.services import ImportResult, inventory_import_document
+from sites.selectors import site_get
 
 MAX_LISTED = 100  # error lines and dry-run lines shown; the rest is counted
 
@@ -52,8 +44,10 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Print what would change, change nothing.")
 
     def handle(self, *args, site_id, file, format, mode, key, dry_run, **options):
-        if not Site.objects.filter(pk=site_id).exists():
-            raise CommandError(f"No site {site_id!r}.")
+        try:
+            site_get(site_id)
+        except NotFoundError as exc:
+            raise CommandError(f"No site {site_id!r}.") from exc
         data = self._read(file)
         try:
             loaded = read_document(data, key=key, format=format)
@@ -64,29 +58,30 @@ class Command(BaseCommand):
         elif key and not loaded.encrypted:
             self.stderr.write(f"{file} is not encrypted; --key was not needed.")
 
-        if loaded.format == "promsnmp":
-            document, errors = convert_promsnmp(loaded.document)
-        else:
-            document, errors = loaded.document, {}
-        devices, seeds = self._parse(document, errors, promsnmp=loaded.format == "promsnmp", file=file)
-
         try:
-            result = inventory_import(
+            result = inventory_import_document(
                 actor=Actor.command("import_inventory"),
                 site_id=site_id,
-                devices=devices,
-                seeds=seeds,
+                document=loaded.document,
+                document_format=loaded.format,
                 mode=mode,
                 source="import",
                 dry_run=dry_run,
             )
+        except InvalidInput as exc:  # every invalid field of the file, in its own field paths
+            lines = [f"  {p}: {' '.join(m)}" for p, m in sorted(exc.fields.items())]
+            if len(lines) > MAX_LISTED:
+                lines = [*lines[:MAX_LISTED], f"  … and {len(lines) - MAX_LISTED} more."]
+            raise CommandError(
+                f"{file}: {len(exc.fields)} invalid field(s); nothing imported:\n" + "\n".join(lines)
+            ) from exc
         except ApiError as exc:
             fields = "".join(f"\n  {p}: {' '.join(m)}" for p, m in getattr(exc, "fields", {}).items())
             raise CommandError(f"{file}: {exc.detail}{fields}\nNothing imported.") from exc
 
         described = f"{file} ({loaded.format}{', encrypted' if loaded.encrypted else ''})"
         if dry_run:
-            self._print_plan(site_id, described, mode, result, seeds)
+            self._print_plan(site_id, described, mode, result)
             return
         seed_counts = ", ".join(
             f"{len(result.seeds.get(k, []))} {k}" for k in ("added", "updated", "removed")
@@ -127,38 +122,7 @@ class Command(BaseCommand):
             raise too_large
         return data
 
-    def _parse(self, document: dict, errors: dict[str, list[str]], *, promsnmp: bool, file: str):
-        """Validate every device and seed; any error → CommandError naming each field, nothing imported."""
-        errors = dict(errors)
-
-        def merge(found: dict[str, list[str]]) -> None:
-            for field_path, messages in found.items():
-                field_path = promsnmp_path(field_path) if promsnmp else field_path
-                if field_path not in errors:  # a mapping error already says what is wrong there
-                    errors[field_path] = list(messages)
-
-        devices = []
-        raw_devices = document.get("devices")
-        if not isinstance(raw_devices, list):
-            merge({"devices": ["Required: a list of devices."]})
-        else:
-            inputs, device_errors = parse_devices(raw_devices)
-            merge(device_errors)
-            devices = [device for device in inputs if device is not None]
-        seeds = None
-        if document.get("discoverySeeds") is not None:
-            seeds, seed_errors = parse_seeds(document["discoverySeeds"])
-            merge(seed_errors)
-        if errors:
-            lines = [f"  {p}: {' '.join(m)}" for p, m in sorted(errors.items())]
-            if len(lines) > MAX_LISTED:
-                lines = [*lines[:MAX_LISTED], f"  … and {len(lines) - MAX_LISTED} more."]
-            raise CommandError(
-                f"{file}: {len(errors)} invalid field(s); nothing imported:\n" + "\n".join(lines)
-            )
-        return devices, seeds
-
-    def _print_plan(self, site_id: str, described: str, mode: str, result, seeds) -> None:
+    def _print_plan(self, site_id: str, described: str, mode: str, result: ImportResult) -> None:
         write = self.stdout.write
         write(
             f"Dry run of {described} into site {site_id} ({mode}); nothing changed. "
@@ -174,22 +138,15 @@ class Command(BaseCommand):
             *(f"  - {_name(i)}" for i in sorted(result.removed)),
         ]
         self._lines(lines)
-        if seeds is None:
+        plan = result.seed_plan
+        if plan is None:
             write("Seeds: none in the file; left as they are.")
             return
-        # inventory_import's dry run plans devices; the seeds' plan follows discovery.seeds.seeds_sync.
-        existing = dict(DiscoverySeed.objects.filter(site_id=site_id).values_list("name", "fingerprint"))
-        given = {seed.name for seed in seeds}
-        add = sorted(seed.name for seed in seeds if seed.name not in existing)
-        update = sorted(
-            seed.name
-            for seed in seeds
-            if mode != "addOnly" and seed.name in existing and existing[seed.name] != seed.fingerprint
-        )
-        remove = sorted(name for name in existing if name not in given) if mode == "replace" else []
-        unchanged = len(seeds) - len(add) - len(update)
+        add = sorted(seed.name for seed in plan.add)
+        update = sorted(seed.name for _, seed in plan.update)
+        remove = sorted(seed.name for seed in plan.remove)
         write(
-            f"Seeds: {len(add)} to add, {len(update)} to update, {unchanged} unchanged, "
+            f"Seeds: {len(add)} to add, {len(update)} to update, {plan.unchanged} unchanged, "
             f"{len(remove)} to remove."
         )
         self._lines(

@@ -1,4 +1,5 @@
-"""Discovery seeds API: /api/v1/sites/{siteId}/discovery-seeds and …/discovery-seeds/{seedId}."""
+"""Discovery seeds API: /api/v1/sites/{siteId}/discovery-seeds and …/discovery-seeds/{seedId}; and the
+seed's wire form as the OpenAPI schema documents it, once, for these endpoints and PUT/GET inventory."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
 from core.errors import InvalidInput, NotFoundError
-from core.fields import SnmpCredentialsField, with_schema
+from core.fields import with_schema
 from core.permissions import INSTANCES, READERS, WRITERS, credentials_allowed, require_site_access
-from core.snmpconfig import AUTH_PROTOCOLS, PRIV_PROTOCOLS, SECURITY_LEVELS
-from discovery import seeds, selectors
-from discovery.models import DiscoverySeed
+from inventory import seeds, selectors
 from sites.selectors import site_get
+from snmp.credentials import (
+    AUTH_PROTOCOLS,
+    PRIV_PROTOCOLS,
+    SECRET_KEYS,
+    SECURITY_LEVELS,
+    TYPES,
+    VERSIONS,
+    credentials_json_schema,
+)
 
 INCLUDE_CREDENTIALS_PARAM = OpenApiParameter(
     "includeCredentials",
@@ -25,10 +33,19 @@ INCLUDE_CREDENTIALS_PARAM = OpenApiParameter(
     ),
 )
 
-
-# --- input (documentation: the body is validated by discovery.seeds.parse_seed) ------------------
+# --- the seed's wire form ----------------------------------------------------------------------------
+# One schema in its two directions, as one serializer would give with COMPONENT_SPLIT_REQUEST: as sent
+# (DiscoverySeedRequest: POST and PUT of a seed, PUT inventory's discoverySeeds; validated by
+# inventory.seeds.parse_seed, in plain Python) and as shown (DiscoverySeed: the seed endpoints, GET
+# inventory and its changes; inventory.selectors.seed_representation). Two classes with the same
+# component name, because the directions differ in more than read-only fields: secrets are masked on the
+# way out, and options left out on the way in are shown with their defaults.
 
 _VERSION_HELP = "1 (v1), 2 (v2c) or 3 (v3)."
+
+# SNMP credentials (of agents and seeds) as snmp.credentials checks them, one variant per version and
+# securityLevel.
+SnmpCredentialsField = with_schema(serializers.JSONField, credentials_json_schema())
 
 
 def _options_fields(required: bool) -> dict:
@@ -43,44 +60,43 @@ def _options_fields(required: bool) -> dict:
     }
 
 
-SeedOptionsIn = schema("SeedOptionsIn", _options_fields(required=False))
-
-
-class SeedIn(serializers.Serializer):
-    # Not blank: at least one character that is not white space.
-    name = with_schema(serializers.CharField, {"type": "string", "pattern": r"\S"})(
-        max_length=seeds.MAX_NAME, help_text="Unique within the site."
-    )
-    targets = serializers.ListField(
-        child=serializers.CharField(),
-        min_length=1,
-        help_text=(
-            'IP addresses ("192.168.1.1"), CIDR networks ("10.0.1.0/24", no host bits set) and inclusive '
-            'ranges ("10.0.0.1-10.0.0.20" or "10.0.0.1-20"); at most MAX_SEED_ADDRESSES (65,536) '
-            "addresses in all."
+SeedIn = schema(
+    "DiscoverySeed",
+    {
+        # Not blank: at least one character that is not white space.
+        "name": with_schema(serializers.CharField, {"type": "string", "pattern": r"\S"})(
+            max_length=seeds.MAX_NAME, help_text="Unique within the site."
         ),
-    )
-    snmpConfig = SnmpCredentialsField()
-    schedule = serializers.CharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        help_text='Cron: six fields, seconds first ("0 0 2 * * *"), or five; "" or null for none.',
-    )
-    enabled = serializers.BooleanField(required=False, default=True)
-    options = SeedOptionsIn(required=False, help_text="Left-out options take their defaults.")
-
-
-# --- output ----------------------------------------------------------------------------------------
-
+        "targets": serializers.ListField(
+            child=serializers.CharField(),
+            min_length=1,
+            help_text=(
+                'IP addresses ("192.168.1.1"), CIDR networks ("10.0.1.0/24", no host bits set) and '
+                'inclusive ranges ("10.0.0.1-10.0.0.20" or "10.0.0.1-20"); at most MAX_SEED_ADDRESSES '
+                "(65,536) addresses in all."
+            ),
+        ),
+        "snmpConfig": SnmpCredentialsField(),
+        "schedule": serializers.CharField(
+            required=False,
+            allow_null=True,
+            allow_blank=True,
+            help_text='Cron: six fields, seconds first ("0 0 2 * * *"), or five; "" or null for none.',
+        ),
+        "enabled": serializers.BooleanField(required=False, default=True),
+        "options": schema("SeedOptions", _options_fields(required=False))(
+            required=False, help_text="Left-out options take their defaults."
+        ),
+    },
+)
 SeedSnmpConfigOut = schema(
     "SeedSnmpConfig",
     {
-        "version": serializers.ChoiceField([1, 2, 3], help_text=_VERSION_HELP),
-        "type": serializers.ChoiceField(["community", "usm"]),
+        "version": serializers.ChoiceField(VERSIONS, help_text=_VERSION_HELP),
+        "type": serializers.ChoiceField(TYPES),
         **{
             name: serializers.CharField(required=False, help_text='"****" unless includeCredentials=true.')
-            for name in ("readCommunity", "writeCommunity", "authPassphrase", "privPassphrase")
+            for name in SECRET_KEYS
         },
         "securityName": serializers.CharField(required=False),
         "securityLevel": serializers.ChoiceField(SECURITY_LEVELS, required=False),
@@ -140,7 +156,7 @@ class SeedListView(ApiView):
         include = credentials_allowed(request)
         limit, offset = page_params(request.query_params)
         site_get(site_id)
-        total = DiscoverySeed.objects.filter(site_id=site_id).count()
+        total = selectors.site_seed_count(site_id)
         items = selectors.site_seeds(site_id, include_credentials=include, limit=limit, offset=offset)
         return Response({"discoverySeeds": items, "total": total})
 
@@ -175,10 +191,11 @@ class SeedDetailView(ApiView):
     def get(self, request, site_id: str, seed_id: str):
         require_site_access(request, site_id)
         include = credentials_allowed(request)
-        seed = DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).first()
-        if seed is None:
-            site_get(site_id)
-            raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
+        try:
+            seed = selectors.seed_get(site_id, seed_id)
+        except NotFoundError:
+            site_get(site_id)  # an unknown site is said first
+            raise
         return Response(selectors.seed_representation(seed, include_credentials=include))
 
     @extend_schema(
@@ -193,8 +210,7 @@ class SeedDetailView(ApiView):
         require_site_access(request, site_id)
         include = credentials_allowed(request)
         site_get(site_id)
-        if not DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).exists():
-            raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
+        selectors.seed_get(site_id, seed_id)  # 404 before the body is judged
         data = request.data
         if isinstance(data, dict) and "id" in data and data["id"] != seed_id:
             raise InvalidInput({"id": ["A seed's id cannot change; it must equal the path's id."]})

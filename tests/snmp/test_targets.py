@@ -1,11 +1,11 @@
-"""Discovery targets: single addresses, CIDR networks, inclusive ranges; counting and iteration."""
+"""Discovery targets (snmp.targets): single addresses, CIDR networks, inclusive ranges; counting and
+iteration."""
 
 from __future__ import annotations
 
 import pytest
 
-from discovery.seeds import parse_targets
-from discovery.targets import count_addresses, iter_addresses, parse_target
+from snmp.targets import count_addresses, estimated_targets, iter_addresses, parse_target
 
 
 def test_single_addresses_count_one_and_are_normalised():
@@ -140,30 +140,7 @@ def test_duplicates_are_kept_and_counted_as_given():
     assert count_addresses(targets) == 4
 
 
-def test_a_seed_may_cover_at_most_max_seed_addresses(settings):
-    settings.MAX_SEED_ADDRESSES = 65536
-    errors: dict[str, list[str]] = {}
-    assert len(parse_targets(["10.0.0.0/16"], "targets", errors)) == 1
-    assert errors == {}
-
-    parse_targets(["10.0.0.0/16", "10.1.0.0"], "targets", errors)
-    assert list(errors) == ["targets"]
-    assert "65537 addresses; at most 65536" in errors["targets"][0]
-
-    errors = {}
-    parse_targets(["10.0.0.0/8"], "targets", errors)
-    assert "16777216 addresses" in errors["targets"][0]
-
-    settings.MAX_SEED_ADDRESSES = 10
-    errors = {}
-    parse_targets(["10.0.0.1-10.0.0.10"], "targets", errors)
-    assert errors == {}
-    parse_targets(["10.0.0.1-10.0.0.11"], "targets", errors)
-    assert "at most 10 per seed" in errors["targets"][0]
-
-
-def test_each_bad_target_is_named_by_its_index():
-    errors: dict[str, list[str]] = {}
-    parse_targets(["10.0.0.1", "nope", "10.0.0.9-10.0.0.1"], "discoverySeeds[0].targets", errors)
-    assert sorted(errors) == ["discoverySeeds[0].targets[1]", "discoverySeeds[0].targets[2]"]
-    assert "'nope'" in errors["discoverySeeds[0].targets[1]"][0]
+def test_estimated_targets_counts_stored_targets_and_skips_one_that_no_longer_parses():
+    assert estimated_targets(["10.0.1.0/24", "10.0.2.1-10.0.2.10", "192.168.1.1"]) == 256 + 10 + 1
+    assert estimated_targets(["10.0.1.0/24", "hand-edited"]) == 256
+    assert estimated_targets([]) == 0

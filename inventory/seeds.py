@@ -5,11 +5,16 @@ change to them is an inventory version: one increment, one change-log row, one a
 The non-secret SNMP settings are stored as JSON; the secrets encrypted (core.crypto). A keyed
 fingerprint of the whole normalised input, secrets included, tells an unchanged seed without
 decrypting anything.
+
+Discovery runs the seeds and keeps a beat entry for each seed's own schedule: it learns of every seed
+write through `seeds_written` (registered in its ready()), called inside the write's transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -18,14 +23,17 @@ from django.db import IntegrityError, transaction
 from core.audit import Actor
 from core.cron import CronError, validate_cron
 from core.crypto import encrypt_json, fingerprint
-from core.errors import ConflictError, InvalidInput, NotFoundError
+from core.errors import ConflictError, InvalidInput
+from core.hooks import HandlerRegistry
 from core.ids import new_id
-from core.snmpconfig import parse_snmp_credentials
 from core.validation import storable, strict_int
-from discovery.models import DiscoverySeed
-from discovery.schedules import seed_schedule_remove, seed_schedule_sync, seeds_schedule_sync
-from discovery.targets import Target, count_addresses, parse_target
+from inventory.models import DiscoverySeed
+from inventory.parsing import MODES
+from inventory.selectors import seed_get
 from inventory.versioning import FULL_SYNC, ChangeSet, change_begin, change_commit
+from sites.models import Site
+from snmp.credentials import parse_snmp_credentials
+from snmp.targets import Target, count_addresses, parse_target
 
 MAX_NAME = 255
 MAX_SCHEDULE = 128  # DiscoverySeed.schedule
@@ -37,14 +45,30 @@ OPTIONS: dict[str, tuple[int, int, int]] = {
     "port": (1, 65535, 161),
 }
 DEFAULT_OPTIONS = {name: default for name, (_, _, default) in OPTIONS.items()}
-MODES = ("merge", "replace", "addOnly")
 REQUIRED = "This field is required."
+
+# (*, site, seeds, removed_ids): the site's seeds just added or changed, and the ids of those deleted.
+# One handler (discovery's schedules), registered in its ready(); called inside the write's transaction,
+# so what it writes rolls back with the seeds, and its failure fails the write.
+SeedsWritten = Callable[..., None]
+seed_write_handlers: HandlerRegistry[SeedsWritten] = HandlerRegistry("seed_write_handlers")
+SEEDS_WRITTEN = "seeds_written"
+
+
+def on_seeds_written(handler: SeedsWritten) -> None:
+    seed_write_handlers.register(SEEDS_WRITTEN, handler)
+
+
+def _seeds_written(*, site: Site, seeds: list[DiscoverySeed], removed_ids: list[str]) -> None:
+    handler = seed_write_handlers.get(SEEDS_WRITTEN)
+    if handler is not None:
+        handler(site=site, seeds=seeds, removed_ids=removed_ids)
 
 
 @dataclass
 class SeedInput:
     name: str
-    targets: list[str]  # normalised (discovery.targets)
+    targets: list[str]  # normalised (snmp.targets)
     snmp_plain: dict[str, Any]  # version, type, securityName, securityLevel, protocols…
     secrets: dict[str, str]  # readCommunity, writeCommunity, authPassphrase, privPassphrase
     schedule: str = ""  # "" = no schedule of its own
@@ -228,41 +252,70 @@ def _duplicate(name: str, site_id: str) -> ConflictError:
     return ConflictError("already_exists", f"Site {site_id!r} already has a discovery seed named {name!r}.")
 
 
-def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[str, list[str]]:
-    """Upsert seeds by name in the locked change's site; the caller commits the version.
+@dataclass
+class SeedPlan:
+    """What seeds_sync will do, by name; computed before anything is written (and all a dry run does)."""
 
-    merge: add new, update changed, keep the others; replace: also delete the seeds not given;
-    addOnly: only add new. Unchanged seeds are not written. → {"added", "updated", "removed"}: ids.
-    """
+    add: list[SeedInput] = field(default_factory=list)
+    update: list[tuple[DiscoverySeed, SeedInput]] = field(default_factory=list)  # (row, new values)
+    unchanged: int = 0
+    remove: list[DiscoverySeed] = field(default_factory=list)
+
+
+def _plan(existing: dict[str, DiscoverySeed], seeds: list[SeedInput], mode: str) -> SeedPlan:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     names = [seed.name for seed in seeds]
     if len(set(names)) != len(names):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         raise InvalidInput({"discoverySeeds": [f"Seed names must be unique; repeated: {duplicates}."]})
-    site = change.site
-    existing = {seed.name: seed for seed in DiscoverySeed.objects.filter(site=site)}
-    added: list[DiscoverySeed] = []
-    updated: list[str] = []
+    plan = SeedPlan()
     for values in seeds:
         current = existing.get(values.name)
         if current is None:
-            added.append(_new_seed(site.pk, values))
+            plan.add.append(values)
         elif mode != "addOnly" and current.fingerprint != values.fingerprint:
-            _apply(current, values)
-            current.save()
-            updated.append(current.id)
-    if added:
-        DiscoverySeed.objects.bulk_create(added)
-    removed: list[str] = []
+            plan.update.append((current, values))
+        else:
+            plan.unchanged += 1
     if mode == "replace":
         given = set(names)
-        removed = [seed.id for name, seed in existing.items() if name not in given]
-        if removed:
-            DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
+        plan.remove = [seed for name, seed in existing.items() if name not in given]
+    return plan
+
+
+def _existing(site_id: str) -> dict[str, DiscoverySeed]:
+    return {seed.name: seed for seed in DiscoverySeed.objects.filter(site_id=site_id)}
+
+
+def seeds_plan(*, site_id: str, seeds: list[SeedInput], mode: str) -> SeedPlan:
+    """What seeds_sync would do with these seeds now (a dry run); writes nothing."""
+    return _plan(_existing(site_id), seeds, mode)
+
+
+def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[str, list[str]]:
+    """Upsert seeds by name in the locked change's site; the caller commits the version.
+
+    merge: add new, update changed, keep the others; replace: also delete the seeds not given;
+    addOnly: only add new. Unchanged seeds are not written. → {"added", "updated", "removed"}: ids.
+    """
+    site = change.site
+    existing = _existing(site.pk)
+    plan = _plan(existing, seeds, mode)
+    added = [_new_seed(site.pk, values) for values in plan.add]
+    updated: list[str] = []
+    for current, values in plan.update:
+        _apply(current, values)
+        current.save()
+        updated.append(current.id)
+    if added:
+        DiscoverySeed.objects.bulk_create(added)
+    removed = [seed.id for seed in plan.remove]
+    if removed:
+        DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
     updated_ids = set(updated)
     touched = added + [seed for seed in existing.values() if seed.id in updated_ids]
-    seeds_schedule_sync(seeds=touched, timezone=site.timezone, removed_ids=removed)
+    _seeds_written(site=site, seeds=touched, removed_ids=removed)
     return {"added": [seed.id for seed in added], "updated": updated, "removed": removed}
 
 
@@ -280,13 +333,6 @@ def _commit(change: ChangeSet, *, actor: Actor, result: dict[str, list[str]], na
     )
 
 
-def _seed_in(site_id: str, seed_id: str) -> DiscoverySeed:
-    seed = DiscoverySeed.objects.filter(site_id=site_id, pk=seed_id).first()
-    if seed is None:
-        raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
-    return seed
-
-
 @transaction.atomic
 def seed_create(*, actor: Actor, site_id: str, seed: SeedInput) -> DiscoverySeed:
     change = change_begin(site_id)  # 404 for an unknown site; serialises the site's seed writes
@@ -298,7 +344,7 @@ def seed_create(*, actor: Actor, site_id: str, seed: SeedInput) -> DiscoverySeed
             row.save(force_insert=True)
     except IntegrityError as exc:  # a write that did not take the site lock
         raise _duplicate(seed.name, site_id) from exc
-    seed_schedule_sync(row)
+    _seeds_written(site=change.site, seeds=[row], removed_ids=[])
     _commit(change, actor=actor, result={"added": [row.id], "updated": [], "removed": []}, name=row.name)
     return row
 
@@ -307,7 +353,7 @@ def seed_create(*, actor: Actor, site_id: str, seed: SeedInput) -> DiscoverySeed
 def seed_update(*, actor: Actor, site_id: str, seed_id: str, seed: SeedInput) -> DiscoverySeed:
     """Full replacement. A PUT that changes nothing writes nothing and moves no version."""
     change = change_begin(site_id)
-    row = _seed_in(site_id, seed_id)
+    row = seed_get(site_id, seed_id)
     if row.fingerprint == seed.fingerprint:
         return row
     if (
@@ -321,7 +367,7 @@ def seed_update(*, actor: Actor, site_id: str, seed_id: str, seed: SeedInput) ->
             row.save()
     except IntegrityError as exc:
         raise _duplicate(seed.name, site_id) from exc
-    seed_schedule_sync(row)
+    _seeds_written(site=change.site, seeds=[row], removed_ids=[])
     _commit(change, actor=actor, result={"added": [], "updated": [row.id], "removed": []}, name=row.name)
     return row
 
@@ -329,7 +375,18 @@ def seed_update(*, actor: Actor, site_id: str, seed_id: str, seed: SeedInput) ->
 @transaction.atomic
 def seed_delete(*, actor: Actor, site_id: str, seed_id: str) -> None:
     change = change_begin(site_id)
-    row = _seed_in(site_id, seed_id)
+    row = seed_get(site_id, seed_id)
     row.delete()
-    seed_schedule_remove(seed_id)
+    _seeds_written(site=change.site, seeds=[], removed_ids=[seed_id])
     _commit(change, actor=actor, result={"added": [], "updated": [], "removed": [seed_id]}, name=row.name)
+
+
+def seeds_record_run(
+    *, site_id: str, seed_ids: list[str], last_run: datetime, status: str, devices_found: int | None = None
+) -> None:
+    """How the seeds' last run went (discovery, when a run ends): lastRun, lastRunStatus and, when the
+    run reported its end, devicesFound. Run status, not configuration: no inventory version moves."""
+    values: dict[str, Any] = {"last_run": last_run, "last_run_status": status}
+    if devices_found is not None:
+        values["devices_found"] = devices_found
+    DiscoverySeed.objects.filter(site_id=site_id, pk__in=seed_ids).update(**values)

@@ -11,9 +11,8 @@ from rest_framework.test import APIClient
 
 from core.crypto import decrypt_json
 from core.models import AuditLog
-from discovery.models import DiscoverySeed
-from discovery.seeds import parse_seed, parse_seeds, seeds_sync
-from inventory.models import InventoryChange
+from inventory.models import DiscoverySeed, InventoryChange
+from inventory.seeds import parse_seed, parse_seeds, parse_targets, seeds_sync
 from inventory.versioning import FULL_SYNC, change_begin, change_commit
 from sites.models import Site
 from tests.conftest import TEST_ACTOR
@@ -728,3 +727,35 @@ def test_sync_replace_deletes_what_is_not_given(site, admin_api):
     assert sorted(result["removed"]) == sorted(seed.id for seed in rows.values())
     assert not DiscoverySeed.objects.filter(site_id=SITE).exists()
     assert Site.objects.get(pk=SITE).seed_count == 0
+
+
+# --- targets of a seed (inventory.seeds.parse_targets) ---------------------------------------------
+
+
+def test_a_seed_may_cover_at_most_max_seed_addresses(settings):
+    settings.MAX_SEED_ADDRESSES = 65536
+    errors: dict[str, list[str]] = {}
+    assert len(parse_targets(["10.0.0.0/16"], "targets", errors)) == 1
+    assert errors == {}
+
+    parse_targets(["10.0.0.0/16", "10.1.0.0"], "targets", errors)
+    assert list(errors) == ["targets"]
+    assert "65537 addresses; at most 65536" in errors["targets"][0]
+
+    errors = {}
+    parse_targets(["10.0.0.0/8"], "targets", errors)
+    assert "16777216 addresses" in errors["targets"][0]
+
+    settings.MAX_SEED_ADDRESSES = 10
+    errors = {}
+    parse_targets(["10.0.0.1-10.0.0.10"], "targets", errors)
+    assert errors == {}
+    parse_targets(["10.0.0.1-10.0.0.11"], "targets", errors)
+    assert "at most 10 per seed" in errors["targets"][0]
+
+
+def test_each_bad_target_is_named_by_its_index():
+    errors: dict[str, list[str]] = {}
+    parse_targets(["10.0.0.1", "nope", "10.0.0.9-10.0.0.1"], "discoverySeeds[0].targets", errors)
+    assert sorted(errors) == ["discoverySeeds[0].targets[1]", "discoverySeeds[0].targets[2]"]
+    assert "'nope'" in errors["discoverySeeds[0].targets[1]"][0]

@@ -1,4 +1,4 @@
-"""The SNMP scanner (discovery/snmp.py) against a real net-snmp snmpd on loopback addresses.
+"""The SNMP scanner (snmp/scanner.py) against a real net-snmp snmpd on loopback addresses.
 
 Two snmpd processes share one UDP port: "lab-router" on 127.0.0.1-3, "lab-switch" on 127.0.0.5.
 Everything else in 127.0.0.0/8 at that port is silent. Timeouts are 0.3 s with no retries, so a silent
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from discovery.snmp import check_targets, credentials, scan, wire_device, wire_devices
+from snmp.scanner import check_targets, credentials, scan, wire_device, wire_devices
 from tests.snmpd import run_snmpd
 
 TIMEOUT = 0.3

@@ -1,8 +1,8 @@
 """The SNMP discovery scanner (pysnmp 7, asyncio), shared by the manager and the reference agent (`agent/`).
 
-Plain Python: no Django, no settings. It reads the wire form of SNMP credentials (`core.snmpconfig`'s
+Plain Python: no Django, no settings. It reads the wire form of SNMP credentials (`snmp.credentials`'
 fields: version, readCommunity, securityName, securityLevel, authProtocol, …) and targets as
-`discovery.targets` parses them (addresses, CIDR networks, ranges).
+`snmp.targets` parses them (addresses, CIDR networks, ranges).
 
     result = await scan(["127.0.0.1-127.0.0.20"], [seed["snmpConfig"]], port=161, concurrency=50,
                         timeout=1.0, retries=0, on_progress=print)
@@ -48,7 +48,14 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.proto import errind, rfc1905
 
-from discovery.targets import Target, count_addresses, iter_addresses, parse_target
+from snmp.credentials import (
+    CREDENTIAL_KEYS,
+    MASK,
+    MIN_PASSPHRASE,
+    SECURITY_LEVELS,
+    type_for,
+)
+from snmp.targets import Target, count_addresses, iter_addresses, parse_target
 
 # The wire name of each value read → its OID. One GET asks for all of them.
 OIDS: dict[str, str] = {
@@ -65,7 +72,8 @@ MAX_INTERFACES = 10_000_000
 MAX_ERROR_MESSAGES = 1000  # what discovery_complete accepts as a list
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
-AUTH_PROTOCOLS = {
+# The vocabulary's protocol names (snmp.credentials.AUTH_PROTOCOLS, PRIV_PROTOCOLS) → pysnmp's.
+_AUTH_PROTOCOLS = {
     "MD5": usmHMACMD5AuthProtocol,
     "SHA": usmHMACSHAAuthProtocol,
     "SHA224": usmHMAC128SHA224AuthProtocol,
@@ -74,26 +82,12 @@ AUTH_PROTOCOLS = {
     "SHA512": usmHMAC384SHA512AuthProtocol,
 }
 # AES-192/256 as net-snmp (and most vendors) do them: the Blumenthal key extension.
-PRIV_PROTOCOLS = {
+_PRIV_PROTOCOLS = {
     "DES": usmDESPrivProtocol,
     "AES": usmAesCfb128Protocol,
     "AES128": usmAesCfb128Protocol,
     "AES192": usmAesBlumenthalCfb192Protocol,
     "AES256": usmAesBlumenthalCfb256Protocol,
-}
-# The wire keys that make up credentials, copied into the found device's agent.
-CREDENTIAL_KEYS = {
-    1: ("readCommunity", "writeCommunity"),
-    2: ("readCommunity", "writeCommunity"),
-    3: (
-        "securityName",
-        "securityLevel",
-        "authProtocol",
-        "authPassphrase",
-        "privProtocol",
-        "privPassphrase",
-        "engineId",
-    ),
 }
 # Answers that say the credentials are wrong (v3); a wrong v1/v2c community gets no answer at all.
 _AUTH_FAILURES = (
@@ -161,7 +155,7 @@ def credentials(config: dict[str, Any]) -> _Credentials:
     version = config.get("version")
     if version in (1, 2) and not isinstance(version, bool):
         community = config.get("readCommunity")
-        if not isinstance(community, str) or not community or community == "****":
+        if not isinstance(community, str) or not community or community == MASK:
             raise ValueError(f"SNMP v{version} needs readCommunity (in clear, not masked)")
         auth: CommunityData | UsmUserData = CommunityData(community, mpModel=0 if version == 1 else 1)
     elif version == 3 and not isinstance(version, bool):
@@ -169,21 +163,22 @@ def credentials(config: dict[str, Any]) -> _Credentials:
         level = config.get("securityLevel")
         if not isinstance(name, str) or not name:
             raise ValueError("SNMP v3 needs securityName")
-        if level not in ("noAuthNoPriv", "authNoPriv", "authPriv"):
+        if level not in SECURITY_LEVELS:
             raise ValueError("SNMP v3 needs securityLevel: noAuthNoPriv, authNoPriv or authPriv")
         options: dict[str, Any] = {}
         if level != "noAuthNoPriv":
             options["authKey"] = _passphrase(config, "authPassphrase")
-            options["authProtocol"] = _protocol(config, "authProtocol", AUTH_PROTOCOLS)
+            options["authProtocol"] = _protocol(config, "authProtocol", _AUTH_PROTOCOLS)
         if level == "authPriv":
             options["privKey"] = _passphrase(config, "privPassphrase")
-            options["privProtocol"] = _protocol(config, "privProtocol", PRIV_PROTOCOLS)
+            options["privProtocol"] = _protocol(config, "privProtocol", _PRIV_PROTOCOLS)
         auth = UsmUserData(name, **options)  # noqa: S509 -- the level is the operator's choice
     else:
         raise ValueError("SNMP version must be 1, 2 or 3")
+    # The credentials that answered are copied into the found device's agent.
     keys = ("version", *CREDENTIAL_KEYS[version])
     wire = {key: config[key] for key in keys if config.get(key) not in (None, "")}
-    wire["type"] = "usm" if version == 3 else "community"
+    wire["type"] = type_for(version)
     if version == 3 and level == "noAuthNoPriv":
         wire = {k: v for k, v in wire.items() if not k.startswith(("auth", "priv"))}
     elif version == 3 and level == "authNoPriv":
@@ -193,8 +188,8 @@ def credentials(config: dict[str, Any]) -> _Credentials:
 
 def _passphrase(config: dict[str, Any], key: str) -> str:
     value = config.get(key)
-    if not isinstance(value, str) or len(value) < 8 or value == "****":
-        raise ValueError(f"{key}: at least 8 characters, in clear (not masked)")
+    if not isinstance(value, str) or len(value) < MIN_PASSPHRASE or value == MASK:
+        raise ValueError(f"{key}: at least {MIN_PASSPHRASE} characters, in clear (not masked)")
     return value
 
 
