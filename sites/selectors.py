@@ -17,6 +17,10 @@ def site_get(site_id: str) -> Site:
     return site
 
 
+def site_exists(site_id: str) -> bool:
+    return Site.objects.filter(pk=site_id).exists()
+
+
 def instance_config(site: Site) -> dict:
     """The configuration as an instance sees it (register response, GET /sites/{id}/config)."""
     return {
