@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 
@@ -118,8 +119,6 @@ def encryption_rotate(*, actor: Actor, batch_size: int = 1000) -> dict[str, int]
     Idempotent and resumable: rows already under the primary key are skipped, and each batch commits
     on its own, so a run interrupted halfway can simply be started again.
     """
-    from django.apps import apps
-
     ring = key_ring()
     counts: dict[str, int] = {}
     for model_label, field_name in ENCRYPTED_FIELDS:
