@@ -1,4 +1,4 @@
-"""Extension points: an app owns a hook and calls it; apps that depend on it subscribe in ready().
+"""Extension points: an app owns a hook and calls it; the apps above subscribe or provide in ready().
 
 That is how a lower layer reaches a higher one without importing it (election tells discovery about a
 new leader, the consumer hands a frame to discovery, core asks sites for a site's next event number).
