@@ -383,7 +383,7 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE") or "celery"
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 0) or None
 # `manage.py run_prod` (make run-prod): gunicorn's workers, each with GUNICORN_THREADS threads (a slow
 # client holds one thread, not a worker). A request's headers and body must arrive within
-# GUNICORN_REQUEST_READ_TIMEOUT_SECONDS (longer for a large body; fleet/management/commands/run_prod.py).
+# GUNICORN_REQUEST_READ_TIMEOUT_SECONDS (longer for a large body; config/gunicorn.py).
 GUNICORN_WORKERS = env_int("GUNICORN_WORKERS", 2)
 GUNICORN_THREADS = env_int("GUNICORN_THREADS", 8)
 GUNICORN_REQUEST_READ_TIMEOUT_SECONDS = env_int("GUNICORN_REQUEST_READ_TIMEOUT_SECONDS", 10)

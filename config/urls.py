@@ -7,6 +7,7 @@ from discovery import runs_api as discovery_runs_api
 from fleet import api as fleet_api
 from fleet.dashboard import fleet_dashboard
 from instances import api as instances_api
+from instances import sites_api as instances_sites_api
 from inventory import api as inventory_api
 from inventory import refresh_api as inventory_refresh_api
 from inventory import seeds_api as inventory_seeds_api
@@ -19,8 +20,8 @@ def v1(route: str, view, name: str):
 
 
 api_v1 = [
-    *v1("sites", sites_api.SiteListView.as_view(), "sites"),
-    *v1("sites/<str:site_id>", sites_api.SiteDetailView.as_view(), "site-detail"),
+    *v1("sites", instances_sites_api.SiteListView.as_view(), "sites"),
+    *v1("sites/<str:site_id>", instances_sites_api.SiteDetailView.as_view(), "site-detail"),
     *v1("sites/<str:site_id>/config", sites_api.SiteConfigView.as_view(), "site-config"),
     *v1("sites/<str:site_id>/inventory", inventory_api.InventoryView.as_view(), "inventory"),
     *v1(

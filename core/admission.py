@@ -24,6 +24,7 @@ import random
 import threading
 import time
 
+from django.http import JsonResponse
 from prometheus_client import Counter, Gauge
 
 logger = logging.getLogger("promsnmp.admission")
@@ -162,8 +163,6 @@ class AdmissionTicketMiddleware:
         if ticket is None:  # WSGI (gunicorn), the test client, an exempt path
             return self.get_response(request)
         if not ticket.hold():
-            from django.http import JsonResponse
-
             return JsonResponse({"error": "client_gone", "detail": "Not run.", "fields": {}}, status=499)
         try:
             return self.get_response(request)

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.hooks import Provider
 from core.models import OutboxMessage
 from core.timefmt import iso_z
 
@@ -39,16 +40,13 @@ logger = logging.getLogger("promsnmp.events")
 _server_loop: asyncio.AbstractEventLoop | None = None
 _relay_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 _pending: set[asyncio.Future] = set()  # keeps relays scheduled from async code alive until done
-_sequencer = None  # site id → next event number (registered by the sites app)
 RELAY_BATCH = 200
 PRUNE_EVERY_SECONDS = 60
 # The consumer method a message is dispatched to (instances/consumers.py), by kind.
 HANDLERS = {OutboxMessage.Kind.EVENT: "event.message", OutboxMessage.Kind.SESSION_END: "session.end"}
-
-
-def set_sequencer(sequencer) -> None:
-    global _sequencer
-    _sequencer = sequencer
+# site id → the site's next event number, or None (no such site: the event goes out unnumbered). The sites
+# app, which keeps the counter on the site row, provides it in ready().
+next_event_seq: Provider[[str], int | None] = Provider("next_event_seq", default=lambda site_id: None)
 
 
 def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -171,11 +169,10 @@ def _deliver(layer, row: OutboxMessage) -> None:
             row.delete()
             return
         body = dict(row.body)
-        if _sequencer is not None:
-            # Numbered when sent, not when made: the numbers follow the order of delivery, per site.
-            row.seq = _sequencer(row.site_id)
-            if row.seq is not None:
-                body["seq"] = row.seq
+        # Numbered when sent, not when made: the numbers follow the order of delivery, per site.
+        row.seq = next_event_seq(row.site_id)
+        if row.seq is not None:
+            body["seq"] = row.seq
         _group_send(layer, row.group, {"type": HANDLERS[row.kind], "event": body})
         row.delivered_at = timezone.now()
         row.save(update_fields=["seq", "delivered_at"])

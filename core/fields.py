@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -57,8 +59,6 @@ class BoundedJSONObjectField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        import json
-
         if not isinstance(data, dict):
             self.fail("not_object")
         if len(json.dumps(data)) > self.max_bytes:

@@ -1,12 +1,15 @@
-"""Extension points: an app owns a hook and calls it; apps that depend on it subscribe in ready().
+"""Extension points: an app owns a hook and calls it; the apps above subscribe or provide in ready().
 
 That is how a lower layer reaches a higher one without importing it (election tells discovery about a
-new leader, the consumer hands a frame to discovery). Two shapes:
+new leader, the consumer hands a frame to discovery, core asks sites for a site's next event number).
+Three shapes:
 
 - `Hook`: a broadcast. Every subscriber is called in order; one that fails is logged and the others
   still run (a subscriber never undoes what its owner did).
 - `HandlerRegistry`: one handler per key (a frame type); the caller gets it and calls it itself, so
   its exceptions reach the caller.
+- `Provider`: one function that answers the caller (is this a site?), provided by the app that knows;
+  a default answers until then. Its exceptions reach the caller.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ logger = logging.getLogger("promsnmp.hooks")
 
 P = ParamSpec("P")
 H = TypeVar("H", bound=Callable)
+R = TypeVar("R")
 
 
 class Hook(Generic[P]):
@@ -52,3 +56,16 @@ class HandlerRegistry(Generic[H]):
 
     def get(self, key: str) -> H | None:
         return self._handlers.get(key)
+
+
+class Provider(Generic[P, R]):
+    def __init__(self, name: str, default: Callable[P, R]):
+        self.name = name
+        self._function = default
+
+    def provide(self, function: Callable[P, R]) -> None:
+        """Answer with `function` from now on (the last one provided wins)."""
+        self._function = function
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._function(*args, **kwargs)

@@ -17,6 +17,9 @@ class ApiToken(models.Model):
     # The first characters of the plaintext, so an operator can tell tokens apart.
     prefix = models.CharField(max_length=16, editable=False)
     scopes = models.JSONField(default=list)
+    # A token bound to a site. A foreign key by name, resolved by the app registry (as AUTH_USER_MODEL is):
+    # core imports nothing from sites, while the database keeps every binding to an existing site and
+    # deletes a site's tokens with it. What core asks of sites at run time goes through core.hooks.
     site = models.ForeignKey(
         "sites.Site", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from rest_framework import exceptions, permissions
 
 from core.authentication import Principal
 from core.errors import InvalidInput
+from core.hooks import Provider
 from core.models import Scope
 
 READERS = frozenset({Scope.READ, Scope.WRITE, Scope.ADMIN})
@@ -45,13 +44,11 @@ class ScopePermission(permissions.BasePermission):
         return False
 
 
-# site id → whether the site takes enrolment tokens for register only (set by the sites app in ready()).
-_requires_instance_tokens: Callable[[str], bool] = lambda site_id: False  # noqa: E731
-
-
-def set_instance_token_policy(policy: Callable[[str], bool]) -> None:
-    global _requires_instance_tokens
-    _requires_instance_tokens = policy
+# site id → whether the site takes enrolment tokens for register only (its requireInstanceTokens); the
+# sites app provides it in ready().
+instance_tokens_required: Provider[[str], bool] = Provider(
+    "instance_tokens_required", default=lambda site_id: False
+)
 
 
 def enrolment_refused(principal: Principal, site_id: str) -> str | None:
@@ -59,7 +56,7 @@ def enrolment_refused(principal: Principal, site_id: str) -> str | None:
     registering (its config says requireInstanceTokens), or None."""
     if principal.is_admin or principal.instance_id or Scope.INSTANCE not in principal.scopes:
         return None
-    if not _requires_instance_tokens(site_id):
+    if not instance_tokens_required(site_id):
         return None
     return (
         f"Site {site_id!r} requires instance tokens: this token may only register; use the "

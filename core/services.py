@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,15 +14,15 @@ from core.authentication import hash_token
 from core.crypto import ENCRYPTED_FIELDS, PREFIX, key_ring
 from core.errors import InvalidInput, NotFoundError
 from core.events import end_sessions, token_group
+from core.hooks import Provider
 from core.ids import new_id
 from core.models import ApiToken, Scope
 
 TOKEN_PREFIX = "psm_"
 
 
-def _site_exists(site_id: str) -> bool:
-    # Through the FK's model, so core never imports a domain app.
-    return ApiToken._meta.get_field("site").related_model.objects.filter(pk=site_id).exists()
+# site id → whether there is such a site (for a token bound to one); the sites app provides it in ready().
+site_exists: Provider[[str], bool] = Provider("site_exists", default=lambda site_id: False)
 
 
 @transaction.atomic
@@ -43,7 +44,7 @@ def token_create(
     valid = set(Scope.values)
     if not scopes or any(scope not in valid for scope in scopes):
         errors["scopes"] = [f"Give one or more scopes from {sorted(valid)}."]
-    if site_id and not _site_exists(site_id):
+    if site_id and not site_exists(site_id):
         errors["site"] = [f"No site {site_id!r}."]
     if expires_days is not None and not (1 <= expires_days <= 3650):
         errors["expiresDays"] = ["Expiry must be between 1 and 3650 days."]
@@ -118,8 +119,6 @@ def encryption_rotate(*, actor: Actor, batch_size: int = 1000) -> dict[str, int]
     Idempotent and resumable: rows already under the primary key are skipped, and each batch commits
     on its own, so a run interrupted halfway can simply be started again.
     """
-    from django.apps import apps
-
     ring = key_ring()
     counts: dict[str, int] = {}
     for model_label, field_name in ENCRYPTED_FIELDS:

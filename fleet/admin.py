@@ -1,32 +1,42 @@
-"""Fleet-wide operator actions on sites. fleet sits on top of the other apps, so this is where a site
-action that needs inventory as well as instances lives (each app adds its own part to the Site admin:
-sites the form, instances the inline and forced election, fleet the cross-app actions)."""
+"""The Site admin, registered once. fleet sits on top of every app, so it composes what each contributes:
+sites the form, the fields and the writes (SiteAdminBase); instances the status, instance count and
+leader columns, the instances inline and "Force election"; and fleet "Refresh inventory", an action
+that needs inventory as well as instances."""
 
 from django.contrib import admin, messages
 
 from core.admin import admin_actor, error_text
 from core.errors import ApiError
-from instances.admin import SiteWithInstancesAdmin
+from instances.admin import (
+    SITE_STATE_FIELDS,
+    SITE_STATUS_COLUMNS,
+    InstanceInline,
+    SiteInstancesColumns,
+    force_election,
+)
 from inventory.refresh import inventory_refresh_request
+from sites.admin import STATE_FIELDS, SiteAdminBase, site_fieldsets
 from sites.models import Site
 
 
-class FleetSiteAdmin(SiteWithInstancesAdmin):
-    actions = (*SiteWithInstancesAdmin.actions, "refresh_inventory")
-
-    @admin.action(description="Refresh inventory on all instances", permissions=["change"])
-    def refresh_inventory(self, request, queryset):
-        actor = admin_actor(request)
-        for site_id in queryset.values_list("pk", flat=True):
-            try:
-                inventory_refresh_request(actor=actor, site_id=site_id)
-            except ApiError as exc:
-                self.message_user(request, f"{site_id}: {error_text(exc)}", messages.ERROR)
-                continue
-            self.message_user(
-                request, f"{site_id}: refresh_inventory sent to every instance.", messages.SUCCESS
-            )
+@admin.action(description="Refresh inventory on all instances", permissions=["change"])
+def refresh_inventory(modeladmin: admin.ModelAdmin, request, queryset) -> None:
+    actor = admin_actor(request)
+    for site_id in queryset.values_list("pk", flat=True):
+        try:
+            inventory_refresh_request(actor=actor, site_id=site_id)
+        except ApiError as exc:
+            modeladmin.message_user(request, f"{site_id}: {error_text(exc)}", messages.ERROR)
+            continue
+        modeladmin.message_user(
+            request, f"{site_id}: refresh_inventory sent to every instance.", messages.SUCCESS
+        )
 
 
-admin.site.unregister(Site)
-admin.site.register(Site, FleetSiteAdmin)
+@admin.register(Site)
+class SiteAdmin(SiteInstancesColumns, SiteAdminBase):
+    list_display = ("id", "label", *SITE_STATUS_COLUMNS, "config_version", "leader_term", "inventory_version")
+    fieldsets = site_fieldsets((*SITE_STATE_FIELDS, *STATE_FIELDS))
+    readonly_fields = ("config_version", *SITE_STATE_FIELDS, *STATE_FIELDS)
+    inlines = (InstanceInline,)
+    actions = (force_election, refresh_inventory)

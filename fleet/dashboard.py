@@ -19,8 +19,8 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from core.liveness import OFFLINE
 from fleet import selectors
+from instances.liveness import OFFLINE
 
 REFRESH_SECONDS = 15
 MAX_REFRESH_SECONDS = 3600

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from core.liveness import DEGRADED, HEALTHY, OFFLINE, alive_cutoff, liveness
 from core.timefmt import iso_z
+from instances.liveness import DEGRADED, HEALTHY, OFFLINE, alive_cutoff, liveness
 from instances.models import Instance
+from instances.selectors import SITE_DEGRADED, SITE_HEALTHY, SITE_OFFLINE, site_status, sites_with_instances
 from sites.models import Site
-from sites.selectors import SITE_DEGRADED, SITE_HEALTHY, SITE_OFFLINE, site_status, sites_with_instances
 
 INSTANCE_STATES = (HEALTHY, DEGRADED, OFFLINE)
 SITE_STATES = (SITE_HEALTHY, SITE_DEGRADED, SITE_OFFLINE)
@@ -36,7 +36,7 @@ class InstanceState:
 @dataclass(frozen=True)
 class SiteState:
     id: str
-    status: str  # healthy, degraded, offline (sites.selectors.site_status)
+    status: str  # healthy, degraded, offline (instances.selectors.site_status)
     min_replicas: int
     instances: tuple[InstanceState, ...]
     healthy_instances: int

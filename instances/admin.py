@@ -1,12 +1,11 @@
-"""Instance admin (read-only: instances register themselves) and the instances' part of the site admin.
+"""Instance admin (read-only: instances register themselves) and the instances' part of the Site admin.
 
 Actions are a few lines around instances.election.leader_assign and instances.services.
 instance_deregister, with the admin user as the actor (so each leaves an AuditLog row); errors are
 reported with message_user.
 
-The site admin gets its instances inline and the "Force election" action from here: this module
-registers a subclass of sites.admin.SiteAdmin in its place (as projects extend the User admin), so
-the dependency points from instances to sites, never back.
+The Site admin (registered once, in fleet/admin.py) takes from here its status, instance count and
+leader columns (SiteInstancesColumns), the instances inline and the "Force election" action.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ from django.utils import timezone
 
 from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
-from core.liveness import liveness
 from instances.election import leader_assign
+from instances.liveness import liveness
 from instances.models import Instance
+from instances.selectors import site_status, sites_with_instances
 from instances.services import instance_deregister
-from sites.admin import SiteAdmin
 from sites.models import Site
 
 INSTANCE_DETAIL_FIELDS = (
@@ -140,29 +139,58 @@ class InstanceInline(ReadOnlyAdmin, LivenessColumn, admin.TabularInline):
     ordering = ("registered_at",)
 
 
-class SiteWithInstancesAdmin(SiteAdmin):
-    inlines = (*SiteAdmin.inlines, InstanceInline)
-    actions = (*(SiteAdmin.actions or ()), "force_election")
+# --- the instances' part of the Site admin (composed in fleet/admin.py) -----------------------------
 
-    def get_inlines(self, request, obj):
-        return self.inlines if obj is not None else ()
-
-    @admin.action(description="Force election (healthiest follower)", permissions=["change"])
-    def force_election(self, request, queryset):
-        actor = admin_actor(request)
-        for site_id in queryset.values_list("pk", flat=True):
-            try:
-                change = leader_assign(site_id=site_id, actor=actor)
-            except ApiError as exc:
-                self.message_user(request, f"{site_id}: {error_text(exc)}", messages.ERROR)
-                continue
-            self.message_user(
-                request,
-                f"{site_id}: leader {change.previous_leader_id or 'none'} → {change.leader_id} "
-                f"(leaderTerm {change.term}).",
-                messages.SUCCESS,
-            )
+SITE_STATUS_COLUMNS = ("status", "instance_count", "leader")  # list columns, after the label
+SITE_STATE_FIELDS = ("status", "leader")  # first in the "State" fieldset
 
 
-admin.site.unregister(Site)
-admin.site.register(Site, SiteWithInstancesAdmin)
+class SiteInstancesColumns:
+    """Site admin mixin: status, instance count and leader, from the site's instances
+    (instances.selectors), computed once per row from one prefetch."""
+
+    def get_queryset(self, request):
+        return sites_with_instances(super().get_queryset(request))
+
+    def _state(self, site: Site) -> tuple[str, int, str | None, int]:
+        """(status, healthy, leader id, instance count), computed once per row."""
+        if not hasattr(site, "_admin_state"):
+            instances = list(site.instances.all())
+            status, healthy, leader = site_status(site, instances, timezone.now())
+            site._admin_state = (status, healthy, leader, len(instances))
+        return site._admin_state
+
+    @admin.display(description="status")
+    def status(self, site: Site) -> str:
+        status, healthy, _, count = self._state(site)
+        return f"{status} ({healthy}/{count} healthy)"
+
+    @admin.display(description="instances")
+    def instance_count(self, site: Site) -> int:
+        return self._state(site)[3]
+
+    @admin.display(description="leader")
+    def leader(self, site: Site) -> str:
+        leader_id = self._state(site)[2]
+        if leader_id is None:
+            return "-"
+        hostname = next((i.hostname for i in site.instances.all() if i.pk == leader_id), "")
+        return f"{leader_id} ({hostname})"
+
+
+@admin.action(description="Force election (healthiest follower)", permissions=["change"])
+def force_election(modeladmin: admin.ModelAdmin, request, queryset) -> None:
+    """Site admin action: each selected site's leader becomes its healthiest follower."""
+    actor = admin_actor(request)
+    for site_id in queryset.values_list("pk", flat=True):
+        try:
+            change = leader_assign(site_id=site_id, actor=actor)
+        except ApiError as exc:
+            modeladmin.message_user(request, f"{site_id}: {error_text(exc)}", messages.ERROR)
+            continue
+        modeladmin.message_user(
+            request,
+            f"{site_id}: leader {change.previous_leader_id or 'none'} → {change.leader_id} "
+            f"(leaderTerm {change.term}).",
+            messages.SUCCESS,
+        )

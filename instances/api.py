@@ -9,7 +9,6 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, ApiView, error_responses, schema
-from core.errors import NotFoundError
 from core.fields import BoundedJSONObjectField, StrictCharField, StrictIntegerField
 from core.permissions import INSTANCES, READERS, WRITERS, require_instance_access
 from core.timefmt import iso_z
@@ -145,9 +144,7 @@ def websocket_url(request) -> str:
 
 
 def _instance_for(request, instance_id: str) -> Instance:
-    instance = Instance.objects.filter(pk=instance_id).first()
-    if instance is None:
-        raise NotFoundError(f"No instance {instance_id!r}.")
+    instance = selectors.instance_get(instance_id)
     require_instance_access(request, instance.id, instance.site_id)
     return instance
 

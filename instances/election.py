@@ -29,7 +29,7 @@ from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
 from core.events import instance_group, publish
 from core.hooks import Hook
-from core.liveness import alive_cutoff
+from instances.liveness import alive_cutoff
 from instances.models import Instance
 from sites.models import Site
 from sites.services import site_get_locked

@@ -1,12 +1,43 @@
+"""Reads of instances, and of sites with what derives from their instances: status, counts, leader.
+
+A site's status needs its instances' liveness, so it is computed here (instances knows sites, never the
+reverse); the sites API views that render it are instances/sites_api.py, fleet reads it for its
+aggregates and the Site admin for its columns.
+"""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from core.liveness import liveness
+from core.errors import NotFoundError
 from core.timefmt import iso_z
+from instances.liveness import HEALTHY, OFFLINE, liveness
 from instances.models import Instance
+from sites.models import Site
+
+SITE_HEALTHY, SITE_DEGRADED, SITE_OFFLINE = "healthy", "degraded", "offline"
+# What a site's status and representation read of each instance (sites_with_instances).
+SITE_INSTANCE_FIELDS = (
+    "id",
+    "site_id",
+    "hostname",
+    "is_leader",
+    "last_heartbeat",
+    "version",
+    "reported_status",
+)
+
+
+def instance_get(instance_id: str) -> Instance:
+    """The instance with its site, or a 404 (NotFoundError)."""
+    instance = Instance.objects.select_related("site").filter(pk=instance_id).first()
+    if instance is None:
+        raise NotFoundError(f"No instance {instance_id!r}.")
+    return instance
 
 
 def instance_representation(instance: Instance, now: datetime | None = None) -> dict:
@@ -35,3 +66,103 @@ def instance_representation(instance: Instance, now: datetime | None = None) -> 
 def instance_by_identity(site_id: str, hostname: str, pod_name: str) -> Instance | None:
     """The instance that (siteId, hostname, podName) names, if it is registered."""
     return Instance.objects.filter(site_id=site_id, hostname=hostname, pod_name=pod_name).first()
+
+
+# --- sites with their instances ---------------------------------------------------------------------
+
+
+def sites_with_instances(queryset: QuerySet[Site] | None = None) -> QuerySet[Site]:
+    """The sites with their instances prefetched (oldest first): one more query however many sites."""
+    queryset = queryset if queryset is not None else Site.objects.all()
+    instances = Instance.objects.only(*SITE_INSTANCE_FIELDS).order_by("registered_at")
+    return queryset.prefetch_related(Prefetch("instances", queryset=instances))
+
+
+def site_with_instances(site_id: str) -> Site:
+    """One site with its instances (sites_with_instances), or a 404 (NotFoundError)."""
+    site = sites_with_instances().filter(pk=site_id).first()
+    if site is None:
+        raise NotFoundError(f"No site {site_id!r}.")
+    return site
+
+
+def site_status(site: Site, instances: Iterable[Instance], now: datetime) -> tuple[str, int, str | None]:
+    """(status, healthy instance count, leader id).
+
+    healthy: a leader and at least minReplicas healthy instances, none unhealthy;
+    degraded: some instance is alive but the above does not hold; offline: none is alive.
+    """
+    instances = list(instances)
+    states = [liveness(i.last_heartbeat, now) for i in instances]
+    healthy = sum(1 for state in states if state == HEALTHY)
+    leader = next((i.id for i in instances if i.is_leader), None)
+    if all(state == OFFLINE for state in states):
+        return SITE_OFFLINE, healthy, leader
+    all_well = all(
+        state == HEALTHY and i.reported_status in ("healthy", "unknown")
+        for i, state in zip(instances, states, strict=True)
+    )
+    if leader and healthy >= site.min_replicas and all_well:
+        return SITE_HEALTHY, healthy, leader
+    return SITE_DEGRADED, healthy, leader
+
+
+def site_summary(site: Site, now: datetime | None = None) -> dict:
+    """The list representation (GET /sites); the site must come from sites_with_instances()."""
+    now = now or timezone.now()
+    instances = list(site.instances.all())
+    status, healthy, leader = site_status(site, instances, now)
+    return {
+        "id": site.id,
+        "label": site.label,
+        "description": site.description,
+        "location": {"address": site.address, "latitude": site.latitude, "longitude": site.longitude},
+        "status": status,
+        "instanceCount": len(instances),
+        "healthyInstances": healthy,
+        "leaderInstanceId": leader,
+        "deviceCount": site.device_count,
+        "lastDiscovery": iso_z(site.last_discovery_at),
+        "createdAt": iso_z(site.created_at),
+    }
+
+
+def site_detail(site: Site, now: datetime | None = None) -> dict:
+    """GET /sites/{id}: the summary with the config, the instances and the stats."""
+    now = now or timezone.now()
+    body = site_summary(site, now)
+    body["config"] = site.config_dict()
+    body["configVersion"] = site.config_version
+    body["leaderTerm"] = site.leader_term
+    body["updatedAt"] = iso_z(site.updated_at)
+    body["instances"] = [
+        {
+            "id": i.id,
+            "hostname": i.hostname,
+            "isLeader": i.is_leader,
+            "status": liveness(i.last_heartbeat, now),
+            "reportedStatus": i.reported_status,
+            "lastHeartbeat": iso_z(i.last_heartbeat),
+            "version": i.version,
+        }
+        for i in site.instances.all()
+    ]
+    body["stats"] = {
+        "deviceCount": site.device_count,
+        "agentCount": site.agent_count,
+        "seedCount": site.seed_count,
+        "lastDiscovery": iso_z(site.last_discovery_at),
+        "inventoryVersion": site.inventory_version,
+    }
+    return body
+
+
+def site_list(*, bound_site_id: str | None, limit: int, offset: int) -> dict:
+    """GET /sites: a page of site summaries by id, and how many there are in all. A token bound to a
+    site sees only that one."""
+    queryset = Site.objects.all()
+    if bound_site_id:
+        queryset = queryset.filter(pk=bound_site_id)
+    total = queryset.count()
+    page = sites_with_instances(queryset.order_by("id")[offset : offset + limit])
+    return {"sites": [site_summary(site) for site in page], "total": total}

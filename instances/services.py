@@ -22,6 +22,7 @@ from core.permissions import enrolment_refused
 from core.services import instance_tokens_delete, token_create
 from instances import election
 from instances.models import Instance, ReportedStatus
+from instances.selectors import instance_get
 from sites.models import Site
 from sites.services import site_get_locked
 
@@ -46,13 +47,6 @@ class Enrollment:
 class DeregisterResult:
     was_leader: bool
     new_leader_id: str | None
-
-
-def instance_get(instance_id: str) -> Instance:
-    instance = Instance.objects.select_related("site").filter(pk=instance_id).first()
-    if instance is None:
-        raise NotFoundError(f"No instance {instance_id!r}.")
-    return instance
 
 
 @transaction.atomic

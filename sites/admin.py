@@ -1,22 +1,21 @@
-"""Site admin: an adapter around sites.services (create, update, delete), reads from sites.selectors.
+"""The sites app's part of the Site admin: an adapter around sites.services (create, update, delete).
 
 The form checks input with the API's own input serializer (one set of rules: cron, IANA time zone,
 ranges); saving calls site_create / site_update / site_delete with the admin user as the actor, so
 configVersion moves exactly as through the API and every write leaves an AuditLog row.
 
-The instances inline and the "Force election" action belong to the instances app: instances/admin.py
-registers a subclass of SiteAdmin that adds them, so this module never imports instances.
+SiteAdminBase is not registered here: the Site admin is registered once, in fleet/admin.py, composed of
+this base and what the apps above contribute (instances: the status columns, the instances inline and
+"Force election"; fleet: "Refresh inventory"). So this module imports no app above sites.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.utils import timezone
 
 from core.admin import ServiceErrorsAsMessages, admin_actor
 from core.errors import NotFoundError, flatten_fields
-from sites import selectors
 from sites.api import SitePatchIn
 from sites.models import CONFIG_FIELDS, Site
 from sites.services import CONFIG_MODEL_FIELDS, PROFILE_FIELDS, site_create, site_delete, site_update
@@ -59,10 +58,9 @@ class SiteForm(forms.ModelForm):
         return data
 
 
-# What the manager keeps about a site (shown, never edited): the "State" fieldset.
+# What the manager keeps on a site row (shown, never edited): the "State" fieldset. The composed admin
+# puts what derives from the site's instances (status, leader) before these.
 STATE_FIELDS = (
-    "status",
-    "leader",
     "leader_term",
     "inventory_version",
     "inventory_updated_at",
@@ -75,21 +73,9 @@ STATE_FIELDS = (
 )
 
 
-@admin.register(Site)
-class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
-    form = SiteForm
-    list_display = (
-        "id",
-        "label",
-        "status",
-        "instance_count",
-        "leader",
-        "config_version",
-        "leader_term",
-        "inventory_version",
-    )
-    search_fields = ("id", "label", "address")
-    fieldsets = (
+def site_fieldsets(state_fields: tuple[str, ...]) -> tuple:
+    """The Site admin's fieldsets, with `state_fields` (shown, never edited) in the "State" one."""
+    return (
         (None, {"fields": ("id", "label", "description")}),
         ("Location", {"fields": ("address", "latitude", "longitude")}),
         (
@@ -108,15 +94,18 @@ class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
                 )
             },
         ),
-        (
-            "State",
-            {"fields": STATE_FIELDS},
-        ),
+        ("State", {"fields": state_fields}),
     )
-    readonly_fields = ("config_version", *STATE_FIELDS)
 
-    def get_queryset(self, request):
-        return selectors.sites_with_instances(super().get_queryset(request))
+
+class SiteAdminBase(ServiceErrorsAsMessages, admin.ModelAdmin):
+    """The form, the fields and the writes of the Site admin (registered by fleet/admin.py)."""
+
+    form = SiteForm
+    list_display = ("id", "label", "config_version", "leader_term", "inventory_version")
+    search_fields = ("id", "label", "address")
+    fieldsets = site_fieldsets(STATE_FIELDS)
+    readonly_fields = ("config_version", *STATE_FIELDS)
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:  # nothing derived to show before the site exists
@@ -130,32 +119,8 @@ class SiteAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj is None else ("id", *self.readonly_fields)
 
-    # --- columns, from sites.selectors ---
-
-    def _state(self, site: Site) -> tuple[str, int, str | None, int]:
-        """(status, healthy, leader id, instance count), computed once per row."""
-        if not hasattr(site, "_admin_state"):
-            instances = list(site.instances.all())
-            status, healthy, leader = selectors.site_status(site, instances, timezone.now())
-            site._admin_state = (status, healthy, leader, len(instances))
-        return site._admin_state
-
-    @admin.display(description="status")
-    def status(self, site: Site) -> str:
-        status, healthy, _, count = self._state(site)
-        return f"{status} ({healthy}/{count} healthy)"
-
-    @admin.display(description="instances")
-    def instance_count(self, site: Site) -> int:
-        return self._state(site)[3]
-
-    @admin.display(description="leader")
-    def leader(self, site: Site) -> str:
-        leader_id = self._state(site)[2]
-        if leader_id is None:
-            return "-"
-        hostname = next((i.hostname for i in site.instances.all() if i.pk == leader_id), "")
-        return f"{leader_id} ({hostname})"
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()  # what a site holds, once it exists
 
     # --- writes, through sites.services ---
 

@@ -1,4 +1,9 @@
-"""Sites API: /api/v1/sites, /api/v1/sites/{id}, /api/v1/sites/{id}/config."""
+"""Sites API: the input rules of a site (create, replace, change; the admin's form checks with them too),
+the site's own parts of its representation, and /api/v1/sites/{id}/config.
+
+The views of /api/v1/sites and /api/v1/sites/{id} render each site with its instances (status, leader,
+counts), so they live where instances are known: instances/sites_api.py.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,11 @@ import zoneinfo
 from functools import cache
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 
-from core.api import BODY_ERRORS, LIMIT_PARAM, OFFSET_PARAM, ApiView, error_responses, page_params, schema
+from core.api import ApiView, error_responses, schema
 from core.cron import CronError, validate_cron
-from core.errors import InvalidInput, NotFoundError
 from core.fields import (
     StrictBooleanField,
     StrictCharField,
@@ -20,9 +24,9 @@ from core.fields import (
     StrictIntegerField,
     with_schema,
 )
-from core.permissions import INSTANCES, READERS, WRITERS, require_site_access
-from sites import selectors, services
-from sites.models import CONFIG_FIELDS, SITE_ID_PATTERN, Site
+from core.permissions import INSTANCES, READERS, require_site_access
+from sites import selectors
+from sites.models import CONFIG_FIELDS, SITE_ID_PATTERN
 
 
 @cache
@@ -134,53 +138,6 @@ SiteConfigOut = schema(
         "requireInstanceTokens": serializers.BooleanField(),
     },
 )
-_SUMMARY_FIELDS = {
-    "id": serializers.CharField(),
-    "label": serializers.CharField(),
-    "description": serializers.CharField(),
-    "location": LocationOut(),
-    "status": serializers.ChoiceField(["healthy", "degraded", "offline"]),
-    "instanceCount": serializers.IntegerField(),
-    "healthyInstances": serializers.IntegerField(),
-    "leaderInstanceId": serializers.CharField(allow_null=True),
-    "deviceCount": serializers.IntegerField(),
-    "lastDiscovery": serializers.DateTimeField(allow_null=True),
-    "createdAt": serializers.DateTimeField(),
-}
-SiteSummaryOut = schema("SiteSummary", _SUMMARY_FIELDS)
-SiteListOut = schema("SiteList", {"sites": SiteSummaryOut(many=True), "total": serializers.IntegerField()})
-SiteDetailOut = schema(
-    "SiteDetail",
-    {
-        **_SUMMARY_FIELDS,
-        "config": SiteConfigOut(),
-        "configVersion": serializers.IntegerField(),
-        "leaderTerm": serializers.IntegerField(),
-        "updatedAt": serializers.DateTimeField(),
-        "instances": schema(
-            "SiteInstance",
-            {
-                "id": serializers.CharField(),
-                "hostname": serializers.CharField(),
-                "isLeader": serializers.BooleanField(),
-                "status": serializers.ChoiceField(["healthy", "degraded", "offline"]),
-                "reportedStatus": serializers.CharField(),
-                "lastHeartbeat": serializers.DateTimeField(allow_null=True),
-                "version": serializers.CharField(),
-            },
-        )(many=True),
-        "stats": schema(
-            "SiteStats",
-            {
-                "deviceCount": serializers.IntegerField(),
-                "agentCount": serializers.IntegerField(),
-                "seedCount": serializers.IntegerField(),
-                "lastDiscovery": serializers.DateTimeField(allow_null=True),
-                "inventoryVersion": serializers.IntegerField(),
-            },
-        )(),
-    },
-)
 InstanceConfigOut = schema(
     "InstanceConfig",
     {
@@ -198,103 +155,7 @@ SiteConfigResponse = schema(
 )
 
 
-def _detail(site_id: str) -> dict:
-    site = selectors.sites_with_instances().filter(pk=site_id).first()
-    if site is None:
-        raise NotFoundError(f"No site {site_id!r}.")
-    return selectors.site_detail(site)
-
-
 # --- views -----------------------------------------------------------------------------------------
-
-
-class SiteListView(ApiView):
-    allowed_scopes = {"GET": READERS, "POST": WRITERS}
-
-    @extend_schema(
-        operation_id="sites_list",
-        summary="List sites",
-        parameters=[LIMIT_PARAM, OFFSET_PARAM],
-        responses={200: SiteListOut, **error_responses(400, 401, 403)},
-        tags=["sites"],
-    )
-    def get(self, request):
-        limit, offset = page_params(request.query_params)
-        queryset = Site.objects.all()
-        bound = self.principal().site_id
-        if bound:
-            queryset = queryset.filter(pk=bound)
-        total = queryset.count()
-        page = selectors.sites_with_instances(queryset.order_by("id")[offset : offset + limit])
-        return Response({"sites": [selectors.site_summary(site) for site in page], "total": total})
-
-    @extend_schema(
-        operation_id="sites_create",
-        summary="Create a site",
-        request=SiteIn,
-        responses={201: SiteDetailOut, **error_responses(*BODY_ERRORS, 409)},
-        tags=["sites"],
-    )
-    def post(self, request):
-        if self.principal().site_id:
-            raise exceptions.PermissionDenied("A token bound to a site cannot create sites.")
-        data = self.validated(SiteIn)
-        site = services.site_create(actor=self.actor(), site_id=data["id"], values=model_values(data))
-        return Response(_detail(site.id), status=status.HTTP_201_CREATED)
-
-
-class SiteDetailView(ApiView):
-    allowed_scopes = {"GET": READERS, "PUT": WRITERS, "PATCH": WRITERS, "DELETE": WRITERS}
-
-    @extend_schema(
-        operation_id="sites_retrieve",
-        summary="Get a site with its instances and stats",
-        responses={200: SiteDetailOut, **error_responses(401, 403, 404)},
-        tags=["sites"],
-    )
-    def get(self, request, site_id: str):
-        require_site_access(request, site_id)
-        return Response(_detail(site_id))
-
-    def _update(self, request, site_id: str, partial: bool):
-        require_site_access(request, site_id)
-        selectors.site_get(site_id)
-        data = self.validated(SitePatchIn if partial else SiteUpdateIn)
-        if "id" in data and data["id"] != site_id:
-            raise InvalidInput({"id": ["A site's id cannot change; it must equal the path's id."]})
-        services.site_update(actor=self.actor(), site_id=site_id, values=model_values(data), partial=partial)
-        return Response(_detail(site_id))
-
-    @extend_schema(
-        operation_id="sites_update",
-        summary="Replace a site (omitted optional fields go back to their defaults)",
-        request=SiteUpdateIn,
-        responses={200: SiteDetailOut, **error_responses(*BODY_ERRORS, 404)},
-        tags=["sites"],
-    )
-    def put(self, request, site_id: str):
-        return self._update(request, site_id, partial=False)
-
-    @extend_schema(
-        operation_id="sites_partial_update",
-        summary="Change some fields of a site",
-        request=SitePatchIn,
-        responses={200: SiteDetailOut, **error_responses(*BODY_ERRORS, 404)},
-        tags=["sites"],
-    )
-    def patch(self, request, site_id: str):
-        return self._update(request, site_id, partial=True)
-
-    @extend_schema(
-        operation_id="sites_destroy",
-        summary="Delete a site with its instances and inventory",
-        responses={204: None, **error_responses(401, 403, 404)},
-        tags=["sites"],
-    )
-    def delete(self, request, site_id: str):
-        require_site_access(request, site_id)
-        services.site_delete(actor=self.actor(), site_id=site_id)
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SiteConfigView(ApiView):

@@ -5,10 +5,12 @@ class SitesConfig(AppConfig):
     name = "sites"
 
     def ready(self) -> None:
-        from core.events import set_sequencer
-        from core.permissions import set_instance_token_policy
-        from sites.selectors import site_requires_instance_tokens
+        # Here, not at the top: the selectors and services import models, which need a ready app registry.
+        from core import events, permissions, services
+        from sites.selectors import site_exists, site_requires_instance_tokens
         from sites.services import site_next_event_seq
 
-        set_sequencer(site_next_event_seq)
-        set_instance_token_policy(site_requires_instance_tokens)
+        # What core asks of sites (core imports no domain app): core/hooks.py's Provider.
+        events.next_event_seq.provide(site_next_event_seq)
+        permissions.instance_tokens_required.provide(site_requires_instance_tokens)
+        services.site_exists.provide(site_exists)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
+from django.contrib import admin as django_admin
 from django.contrib.admin.utils import quote
 from django.test import Client
 from django.utils import timezone
@@ -17,6 +18,8 @@ from rest_framework.test import APIClient
 from core.audit import Actor
 from core.authentication import hash_token
 from core.models import ApiToken, AuditLog
+from fleet.admin import SiteAdmin
+from instances.admin import InstanceInline
 from instances.models import Instance
 from instances.services import instance_heartbeat
 from sites.models import Site
@@ -401,6 +404,25 @@ def test_site_changelist_shows_status_leader_and_versions(admin, make_site, regi
     text = response.content.decode()
     for header in ("Status", "Instances", "Leader", "Config version", "Leader term", "Inventory version"):
         assert header in text
+
+
+def test_the_site_admin_is_one_registration_composed_of_each_apps_part(admin, make_site):
+    """sites gives the form, fields and writes, instances the status columns, the inline and forced
+    election, fleet the inventory refresh; fleet/admin.py registers the one class that composes them."""
+    site_id = make_site("chicago")
+    response = admin.get(page(SITES, site_id, "change"))
+    model_admin = response.context["adminform"].model_admin
+    assert type(model_admin) is SiteAdmin and django_admin.site._registry[Site] is model_admin
+    assert model_admin.list_display == (
+        *("id", "label", "status", "instance_count", "leader"),
+        *("config_version", "leader_term", "inventory_version"),
+    )
+    request, site = response.wsgi_request, Site.objects.get()
+    state = dict(model_admin.get_fieldsets(request, site))["State"]["fields"]
+    assert state[:3] == ("status", "leader", "leader_term")
+    assert [type(inline) for inline in model_admin.get_inline_instances(request, site)] == [InstanceInline]
+    actions = list(model_admin.get_actions(request))
+    assert actions == ["delete_selected", "force_election", "refresh_inventory"]
 
 
 # --- instances and leadership ----------------------------------------------------------------------

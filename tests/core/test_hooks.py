@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from core.hooks import HandlerRegistry, Hook
+from core.hooks import HandlerRegistry, Hook, Provider
 
 
 def test_a_failing_subscriber_is_logged_and_the_others_still_run(caplog):
@@ -36,3 +36,17 @@ def test_a_registry_gives_the_handler_of_a_key_and_its_errors_reach_the_caller()
         handler({"why": "bad"})
     registry.unregister("frame")
     assert registry.get("frame") is None
+
+
+def test_a_provider_answers_with_its_default_until_an_app_provides_and_its_errors_reach_the_caller():
+    provider: Provider[[str], bool] = Provider("test_provider", default=lambda key: False)
+    assert provider("chicago") is False
+
+    def refuses(key: str) -> bool:
+        raise LookupError(key)
+
+    provider.provide(lambda key: key == "chicago")
+    assert provider("chicago") is True and provider(key="denver") is False
+    provider.provide(refuses)  # the last one provided answers
+    with pytest.raises(LookupError, match="denver"):
+        provider("denver")

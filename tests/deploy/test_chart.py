@@ -16,7 +16,7 @@ import pytest
 import yaml
 from django.conf import settings
 
-from fleet.management.commands.run_prod import child_commands
+from config.run_prod import child_commands
 from tests.deploy.chart import (
     CHART,
     COMPONENTS,
@@ -113,7 +113,7 @@ def normalized(command: list[str]) -> list[str]:
 
 
 def test_commands_match_the_production_processes():
-    """Each Deployment runs what `make run-prod` runs (fleet/management/commands/run_prod.py)."""
+    """Each Deployment runs what `make run-prod` runs (config/run_prod.py)."""
     docs = render("minimal")
     local = {name: normalized(command) for name, command in child_commands().items()}
     api = container(docs, "api")["command"]

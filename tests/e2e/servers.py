@@ -95,7 +95,7 @@ def serve(
 
 def gunicorn(env: dict[str, str] | None = None, workers: int = 2):
     """gunicorn as production runs it (run_prod's worker class and options)."""
-    from fleet.management.commands.run_prod import gunicorn_arguments
+    from config.run_prod import gunicorn_arguments
 
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]

@@ -1,11 +1,12 @@
-"""The production shape on one machine (`make run-prod`): gunicorn, daphne, a Celery worker and beat.
+"""The production shape on one machine (`manage.py run_prod`, `make run-prod`): gunicorn, daphne, a Celery
+worker and beat.
 
-Refuses to start without a PostgreSQL DATABASE_URL and a REDIS_URL. Prepares the database (migrate,
-collectstatic, sync_schedules), then starts four processes, each line of their output prefixed with
-their name, and supervises them: a process that exits is restarted after a back-off (1 s, 2 s, 4 s …,
+Refuses to start without a PostgreSQL DATABASE_URL and a REDIS_URL (`refusal`). Prepares the database
+(migrate, collectstatic, sync_schedules), then starts four processes, each line of their output prefixed
+with their name, and supervises them: a process that exits is restarted after a back-off (1 s, 2 s, 4 s …,
 at most CRASH_BACKOFF_MAX_SECONDS); one that exits CRASH_LOOP_LIMIT times within
-CRASH_LOOP_WINDOW_SECONDS is in a crash loop, and then all are stopped and this command exits 1.
-SIGTERM or SIGINT stops them all (SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS) and exits 0.
+CRASH_LOOP_WINDOW_SECONDS is in a crash loop, and then all are stopped and `run` answers 1.
+SIGTERM or SIGINT stops them all (SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS) and `run` answers 0.
 Each child leads a process group of its own, so that what a dead child leaves behind (gunicorn's
 workers, Celery's pool) is killed with it before it is started again.
 
@@ -13,7 +14,7 @@ HOST, PORT and WS_PORT come from the settings (the environment), so that every c
 values: gunicorn needs WS_PORT to build the register response's websocketUrl.
 
 gunicorn runs config.gunicorn.ThreadWorker (gthread with a read deadline); the image and the Helm chart
-start it the same way.
+start it the same way (child_commands, gunicorn_arguments).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+import gunicorn
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 STOP_TIMEOUT_SECONDS = 15
@@ -42,41 +43,35 @@ CRASH_LOOP_WINDOW_SECONDS = 60
 OUTPUT_LOCK = threading.Lock()
 
 
-class Command(BaseCommand):
-    help = (
-        "Production shape on one machine: migrate, then gunicorn (REST) on HOST:PORT, daphne (WebSocket) "
-        "on HOST:WS_PORT, a Celery worker and Celery beat, supervised. Needs PostgreSQL and REDIS_URL."
-    )
+def run() -> int:
+    """Prepare the database, start the four processes and supervise them until SIGTERM or SIGINT (→ 0) or
+    a crash loop (→ 1). The caller has checked `refusal()`."""
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)
+    call_command("sync_schedules", verbosity=0)
+    call_command("bootstrap")  # first start only: prints the admin password and an admin token once
+    close_database_connections()  # the children open their own
 
-    def handle(self, *args, **options):
-        refuse_unless_production_services()
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
-        call_command("sync_schedules", verbosity=0)
-        call_command("bootstrap")  # first start only: prints the admin password and an admin token once
-        close_database_connections()  # the children open their own
-
-        stop_requested = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop_requested.set())
-        children = [Child(name, command) for name, command in child_commands().items()]
-        crash_loop = False
-        try:
-            for child in children:
-                child.start()
-            say(
-                "run_prod",
-                f"REST on http://{settings.HOST}:{settings.PORT} (gunicorn), WebSocket on "
-                f"ws://{settings.HOST}:{settings.WS_PORT}/api/v1/ws (daphne), Celery worker (queue "
-                f"{settings.CELERY_TASK_DEFAULT_QUEUE}) and beat; pids "
-                + ", ".join(f"{child.name} {child.process.pid}" for child in children),
-            )
-            while not crash_loop and not stop_requested.wait(0.2):
-                crash_loop = any([child.supervise(time.monotonic()) for child in children])
-        finally:
-            stop_all([child.process for child in children if child.process is not None])
-        if crash_loop:
-            sys.exit(1)
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    children = [Child(name, command) for name, command in child_commands().items()]
+    crash_loop = False
+    try:
+        for child in children:
+            child.start()
+        say(
+            "run_prod",
+            f"REST on http://{settings.HOST}:{settings.PORT} (gunicorn), WebSocket on "
+            f"ws://{settings.HOST}:{settings.WS_PORT}/api/v1/ws (daphne), Celery worker (queue "
+            f"{settings.CELERY_TASK_DEFAULT_QUEUE}) and beat; pids "
+            + ", ".join(f"{child.name} {child.process.pid}" for child in children),
+        )
+        while not crash_loop and not stop_requested.wait(0.2):
+            crash_loop = any([child.supervise(time.monotonic()) for child in children])
+    finally:
+        stop_all([child.process for child in children if child.process is not None])
+    return 1 if crash_loop else 0
 
 
 @dataclass
@@ -125,22 +120,24 @@ class Child:
         return False
 
 
-def refuse_unless_production_services() -> None:
+def refusal() -> str | None:
+    """Why the production shape cannot start with these settings, or None."""
     if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        raise CommandError(
+        return (
             "run_prod needs PostgreSQL: set DATABASE_URL=postgres://user:password@host:5432/dbname "
             "(for the embedded default on SQLite, use `make run`)."
         )
     if not settings.REDIS_URL:
-        raise CommandError(
+        return (
             "run_prod needs Redis: set REDIS_URL=redis://host:6379/0 (the channel layer and the Celery "
             "broker; for the embedded default without Redis, use `make run`)."
         )
     if settings.WS_PORT in (0, settings.PORT):
-        raise CommandError(
+        return (
             f"run_prod serves the WebSocket on a port of its own: WS_PORT (now {settings.WS_PORT}) must be "
             f"a port other than PORT ({settings.PORT}); unset, it is PORT + 1."
         )
+    return None
 
 
 def close_database_connections() -> None:
@@ -159,8 +156,6 @@ def gunicorn_arguments() -> list[str]:
 
 
 def child_commands() -> dict[str, list[str]]:
-    import gunicorn
-
     python, host = sys.executable, settings.HOST
     # gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn): not for a child.
     no_control_socket = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
