@@ -60,7 +60,7 @@ def _secret(name: str, generate) -> str:
     if PRODUCTION:
         raise ImproperlyConfigured(
             f"{name} is not set. Production (PostgreSQL DATABASE_URL, DEBUG off) needs every secret "
-            f"given in the environment; see README.md, 'Configuration'."
+            f"given in the environment; see docs/configuration.md."
         )
     path = VAR_DIR / "secrets" / name.lower()
     if path.exists():
@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "inventory",
     "discovery",
     "fleet",
+    "config",  # the launchers' commands (serve, run_prod): the top layer, it may import every app
 ]
 
 MIDDLEWARE = [

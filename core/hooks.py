@@ -5,7 +5,8 @@ new leader, the consumer hands a frame to discovery, core asks sites for a site'
 Three shapes:
 
 - `Hook`: a broadcast. Every subscriber is called in order; one that fails is logged and the others
-  still run (a subscriber never undoes what its owner did).
+  still run (a subscriber never undoes what its owner did) — unless the hook is `raise_errors`: then
+  it is part of its owner's write (called inside its transaction) and a failure undoes the write.
 - `HandlerRegistry`: one handler per key (a frame type); the caller gets it and calls it itself, so
   its exceptions reach the caller.
 - `Provider`: one function that answers the caller (is this a site?), provided by the app that knows;
@@ -26,8 +27,9 @@ R = TypeVar("R")
 
 
 class Hook(Generic[P]):
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, raise_errors: bool = False):
         self.name = name
+        self.raise_errors = raise_errors
         self._subscribers: list[Callable[P, object]] = []
 
     def subscribe(self, callback: Callable[P, object]) -> None:
@@ -40,6 +42,8 @@ class Hook(Generic[P]):
             try:
                 callback(*args, **kwargs)
             except Exception:
+                if self.raise_errors:
+                    raise
                 logger.exception("%s subscriber %r failed", self.name, callback)
 
 

@@ -1,15 +1,21 @@
-"""A seed's own schedule as a django-celery-beat entry, in its site's timezone.
+"""Discovery's beat entries: a site's discovery schedule, and a seed's own schedule, in the site's timezone.
+
+"site-discovery:<siteId>" runs "discovery.scheduled_site_run" with [siteId] on the site's discoveryCron,
+enabled only while the site's discoveryEnabled is on. sites calls `site_schedule_changed` and
+`site_removed` inside the transaction of a site's write (subscribed in DiscoveryConfig.ready(): sites
+does not import discovery); a site's schedule also re-times every other entry of the site (its seeds').
 
 "seed-discovery:<seedId>" runs "discovery.scheduled_seed_run" with [siteId, seedId]. It exists only
 while the seed has a schedule and is enabled only while the seed is. The site's discoveryEnabled is
 the master switch of scheduled discovery, checked when an entry fires (`scheduled_run_allowed`): the
 sites app may not import discovery, so it cannot re-derive seed entries when that switch moves, and
 a seed entry that stays as the seed says needs no repair when the site's discovery is switched back
-on (docs/decisions.md). The site's timezone is applied to these entries by sites.schedules, which
+on (docs/decisions.md). The site's timezone is applied to these entries by `site_schedule_sync`, which
 re-times every entry of the site (core.schedules' convention: the site id is the first argument).
 
-Kept in line by `on_seeds_written`, which inventory calls inside the transaction of every seed write
-(registered in DiscoveryConfig.ready(): inventory does not import discovery), and by sync_schedules.
+Kept in line by `on_seeds_written`, subscribed in DiscoveryConfig.ready() to inventory's `seeds_written`,
+which inventory calls inside the transaction of every seed write (it does not import discovery), and by
+sync_schedules.
 """
 
 from __future__ import annotations
@@ -21,12 +27,53 @@ from django.conf import settings
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
-from core.schedules import crontab_for, ensure_interval_task, ensure_periodic_task, remove_periodic_tasks
+from core.schedules import (
+    crontab_for,
+    ensure_interval_task,
+    ensure_periodic_task,
+    remove_periodic_task,
+    remove_periodic_tasks,
+    retime_periodic_task,
+    site_periodic_tasks,
+)
 from inventory.models import DiscoverySeed
 from sites.models import Site
-from sites.schedules import SITE_ENTRY_PREFIX, site_entry_name, site_schedule_sync
 
 log = logging.getLogger(__name__)
+
+SITE_ENTRY_PREFIX = "site-discovery:"
+SITE_TASK = "discovery.scheduled_site_run"
+
+
+def site_entry_name(site_id: str) -> str:
+    return f"{SITE_ENTRY_PREFIX}{site_id}"
+
+
+def site_schedule_sync(site: Site) -> PeriodicTask:
+    """Create or repair the site's entry (idempotent), and keep the site's other entries (seed
+    schedules) in the site's timezone."""
+    entry = ensure_periodic_task(
+        name=site_entry_name(site.pk),
+        task=SITE_TASK,
+        crontab=crontab_for(site.discovery_cron, site.timezone),
+        args=[site.pk],
+        enabled=site.discovery_enabled,
+        description=f"Scheduled discovery of every seed of site {site.pk} (discoveryCron, {site.timezone}).",
+    )
+    for other in site_periodic_tasks(site.pk):
+        if other.pk != entry.pk:
+            retime_periodic_task(other, site.timezone)
+    return entry
+
+
+def site_schedules_remove(site_id: str) -> int:
+    """Remove the site's entry and every other entry of the site (its seeds': the delete cascades)."""
+    removed = int(remove_periodic_task(site_entry_name(site_id)))
+    for entry in site_periodic_tasks(site_id):
+        entry.delete()
+        removed += 1
+    return removed
+
 
 SEED_ENTRY_PREFIX = "seed-discovery:"
 SEED_TASK = "discovery.scheduled_seed_run"

@@ -1,5 +1,5 @@
-"""Celery tasks of discovery. The beat entries that name them are kept by discovery.schedules (seeds)
-and sites.schedules (sites)."""
+"""Celery tasks of discovery. The beat entries that name them are kept by discovery.schedules (sites'
+and seeds')."""
 
 import logging
 

@@ -6,7 +6,7 @@ class FleetConfig(AppConfig):
     verbose_name = "Fleet"
 
     def ready(self) -> None:
-        from fleet.metrics import register_manager_collector
+        from fleet.metrics import register_manager_collector  # needs the app registry ready
 
         # The spec's manager metrics (leaders, heartbeats, discovery) on /metrics, read at scrape time.
         register_manager_collector()

@@ -16,7 +16,7 @@ from core.events import build_event, events_since, instance_group, site_group, t
 from core.parsers import loads_strict
 from core.timefmt import iso_z
 from instances import services
-from instances.frames import FrameRejected, frame_handler
+from instances.frames import FrameRejected, frame_handlers
 
 logger = logging.getLogger("promsnmp.socket")
 MAX_FRAME_BYTES = 65536
@@ -186,7 +186,7 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
                 return
             await self._send_event("pong", {"serverTime": iso_z(timezone.now())})
             return
-        handler = frame_handler(frame["type"])
+        handler = frame_handlers.get(frame["type"])
         payload = frame.get("payload")
         if handler is None:
             await self._error("unknown_type", f"Unknown frame type {frame['type']!r}.")

@@ -56,7 +56,6 @@ class LeaderChange:
 # Called after the commit of every leadership change (apps subscribe in ready(), so election imports
 # none of them). A failing subscriber is logged; it never undoes the change.
 leader_changed: Hook[[LeaderChange]] = Hook("leader_changed")
-on_leader_change = leader_changed.subscribe
 
 
 def _current_leader(site_id: str) -> Instance | None:

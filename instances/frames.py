@@ -19,7 +19,3 @@ class FrameRejected(Exception):
     def __init__(self, code: str, detail: str, fields: dict | None = None):
         super().__init__(detail)
         self.code, self.detail, self.fields = code, detail, fields or {}
-
-
-register_frame_handler = frame_handlers.register
-frame_handler = frame_handlers.get

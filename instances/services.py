@@ -250,7 +250,6 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
 # what was sent while it had none can be sent again. Apps subscribe in ready(), so instances imports
 # none of them. A failing subscriber is logged; the socket stays open.
 socket_opened: Hook[[str]] = Hook("socket_opened")
-on_socket_opened = socket_opened.subscribe
 
 
 def instance_socket_opened(*, instance_id: str) -> datetime:

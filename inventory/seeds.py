@@ -12,7 +12,6 @@ write through `seeds_written` (registered in its ready()), called inside the wri
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,14 +23,13 @@ from core.audit import Actor
 from core.cron import CronError, validate_cron
 from core.crypto import encrypt_json, fingerprint
 from core.errors import ConflictError, InvalidInput
-from core.hooks import HandlerRegistry
+from core.hooks import Hook
 from core.ids import new_id
 from core.validation import storable, strict_int
 from inventory.models import DiscoverySeed
 from inventory.parsing import MODES
 from inventory.selectors import seed_get
 from inventory.versioning import FULL_SYNC, ChangeSet, change_begin, change_commit
-from sites.models import Site
 from snmp.credentials import parse_snmp_credentials
 from snmp.targets import Target, count_addresses, parse_target
 
@@ -48,21 +46,9 @@ DEFAULT_OPTIONS = {name: default for name, (_, _, default) in OPTIONS.items()}
 REQUIRED = "This field is required."
 
 # (*, site, seeds, removed_ids): the site's seeds just added or changed, and the ids of those deleted.
-# One handler (discovery's schedules), registered in its ready(); called inside the write's transaction,
-# so what it writes rolls back with the seeds, and its failure fails the write.
-SeedsWritten = Callable[..., None]
-seed_write_handlers: HandlerRegistry[SeedsWritten] = HandlerRegistry("seed_write_handlers")
-SEEDS_WRITTEN = "seeds_written"
-
-
-def on_seeds_written(handler: SeedsWritten) -> None:
-    seed_write_handlers.register(SEEDS_WRITTEN, handler)
-
-
-def _seeds_written(*, site: Site, seeds: list[DiscoverySeed], removed_ids: list[str]) -> None:
-    handler = seed_write_handlers.get(SEEDS_WRITTEN)
-    if handler is not None:
-        handler(site=site, seeds=seeds, removed_ids=removed_ids)
+# Discovery's schedules subscribe in its ready(); called inside the write's transaction, so what they
+# write rolls back with the seeds, and their failure fails the write.
+seeds_written: Hook[...] = Hook("seeds_written", raise_errors=True)
 
 
 @dataclass
@@ -315,7 +301,7 @@ def seeds_sync(*, change: ChangeSet, seeds: list[SeedInput], mode: str) -> dict[
         DiscoverySeed.objects.filter(site=site, id__in=removed).delete()
     updated_ids = set(updated)
     touched = added + [seed for seed in existing.values() if seed.id in updated_ids]
-    _seeds_written(site=site, seeds=touched, removed_ids=removed)
+    seeds_written(site=site, seeds=touched, removed_ids=removed)
     return {"added": [seed.id for seed in added], "updated": updated, "removed": removed}
 
 
@@ -344,7 +330,7 @@ def seed_create(*, actor: Actor, site_id: str, seed: SeedInput) -> DiscoverySeed
             row.save(force_insert=True)
     except IntegrityError as exc:  # a write that did not take the site lock
         raise _duplicate(seed.name, site_id) from exc
-    _seeds_written(site=change.site, seeds=[row], removed_ids=[])
+    seeds_written(site=change.site, seeds=[row], removed_ids=[])
     _commit(change, actor=actor, result={"added": [row.id], "updated": [], "removed": []}, name=row.name)
     return row
 
@@ -367,7 +353,7 @@ def seed_update(*, actor: Actor, site_id: str, seed_id: str, seed: SeedInput) ->
             row.save()
     except IntegrityError as exc:
         raise _duplicate(seed.name, site_id) from exc
-    _seeds_written(site=change.site, seeds=[row], removed_ids=[])
+    seeds_written(site=change.site, seeds=[row], removed_ids=[])
     _commit(change, actor=actor, result={"added": [], "updated": [row.id], "removed": []}, name=row.name)
     return row
 
@@ -377,7 +363,7 @@ def seed_delete(*, actor: Actor, site_id: str, seed_id: str) -> None:
     change = change_begin(site_id)
     row = seed_get(site_id, seed_id)
     row.delete()
-    _seeds_written(site=change.site, seeds=[], removed_ids=[seed_id])
+    seeds_written(site=change.site, seeds=[], removed_ids=[seed_id])
     _commit(change, actor=actor, result={"added": [], "updated": [], "removed": [seed_id]}, name=row.name)
 
 

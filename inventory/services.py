@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.crypto import encrypt_json
 from core.errors import ApiError, InvalidInput, NotFoundError
-from core.hooks import HandlerRegistry
+from core.hooks import Provider
 from core.ids import new_id
 from instances.election import leads
 from inventory import versioning
@@ -35,15 +35,10 @@ class ResultsRun(Protocol):
 
 
 # (*, site_id, run_id, seed_id, instance_id) → the run the results belong to (locked; None when seedId
-# ties none), or InvalidInput for a runId that is not the site's. One handler: discovery's, registered in
-# its ready() (inventory never imports discovery); called inside inventory_add_devices' transaction.
-ResultsRunFinder = Callable[..., ResultsRun | None]
-results_run_finders: HandlerRegistry[ResultsRunFinder] = HandlerRegistry("results_run_finders")
-RESULTS_RUN = "discovery_run"
-
-
-def on_results_run(finder: ResultsRunFinder) -> None:
-    results_run_finders.register(RESULTS_RUN, finder)
+# ties none), or InvalidInput for a runId that is not the site's. Provided by discovery in its ready()
+# (inventory never imports discovery); called inside inventory_add_devices' transaction. Without
+# discovery no results are tied to a run.
+results_run: Provider[..., ResultsRun | None] = Provider("results_run", default=lambda **_: None)
 
 
 @dataclass
@@ -381,15 +376,14 @@ def inventory_add_devices(
     Unchanged devices get lastSeen refreshed and cause no new version. With require_leader (an
     instance posting discovery results) only the site's current leader may post: 409 not_leader;
     or, with a runId, an instance the run was dispatched to, leader or no longer. The run named by
-    runId (or found by seedId; results_run_finders) counts the results.
+    runId (or found by seedId; results_run) counts the results.
     """
     inputs, errors = parse_devices(items)
     with transaction.atomic():
         change = versioning.change_begin(site_id)  # the site lock also holds leadership still
         run = None
-        find_run = results_run_finders.get(RESULTS_RUN)
-        if (run_id or seed_id) and find_run is not None:
-            run = find_run(
+        if run_id or seed_id:
+            run = results_run(
                 site_id=site_id,
                 run_id=run_id,
                 seed_id=seed_id,

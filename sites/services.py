@@ -9,16 +9,21 @@ from django.db import IntegrityError, connection, transaction
 from core.audit import Actor, audit_record
 from core.errors import ConflictError, NotFoundError
 from core.events import end_sessions, publish, site_group
+from core.hooks import Hook
 from sites.models import CONFIG_DEFAULTS, CONFIG_FIELDS, Site
-from sites.schedules import site_schedule_sync, site_schedules_remove
 
 PROFILE_FIELDS = ("label", "description", "address", "latitude", "longitude")
 CONFIG_MODEL_FIELDS = tuple(CONFIG_FIELDS.values())
 _WIRE_NAME = {field: wire for wire, field in CONFIG_FIELDS.items()}
 # The instance-side name where it differs from the site's (docs/protocol.md).
 _INSTANCE_NAME = {"timezone": "discoveryTimezone"}
-# The fields the site's beat entry is made of (sites/schedules.py).
+# The fields the site's discovery schedule is made of.
 SCHEDULE_FIELDS = {"discovery_cron", "timezone", "discovery_enabled"}
+# Discovery keeps its beat entries in step with a site (subscribed in its ready(): sites imports no app
+# above it). Called inside the write's transaction: what they write rolls back with the site, and their
+# failure fails the write.
+site_schedule_changed: Hook[[Site]] = Hook("site_schedule_changed", raise_errors=True)
+site_removed: Hook[[str]] = Hook("site_removed", raise_errors=True)
 
 
 def site_get_locked(site_id: str) -> Site:
@@ -46,7 +51,7 @@ def site_create(*, actor: Actor, site_id: str, values: dict[str, Any]) -> Site:
             site = Site.objects.create(id=site_id, **full_representation(values))
     except IntegrityError as exc:  # a concurrent create of the same id
         raise ConflictError("already_exists", f"Site {site_id!r} already exists.") from exc
-    site_schedule_sync(site)
+    site_schedule_changed(site)
     audit_record(
         actor=actor,
         action="site_created",
@@ -80,7 +85,7 @@ def site_update(*, actor: Actor, site_id: str, values: dict[str, Any], partial: 
         site.config_version += 1
     site.save()
     if changed.keys() & SCHEDULE_FIELDS:
-        site_schedule_sync(site)
+        site_schedule_changed(site)
 
     audit_record(
         actor=actor,
@@ -116,7 +121,7 @@ def site_delete(*, actor: Actor, site_id: str) -> None:
     site = site_get_locked(site_id)
     label = site.label
     site.delete()  # instances, tokens bound to it, inventory: ON DELETE CASCADE
-    site_schedules_remove(site_id)  # its beat entries: the site's and its seeds'
+    site_removed(site_id)  # discovery removes its beat entries: the site's and its seeds'
     end_sessions(
         group=site_group(site_id),
         code=4403,

@@ -394,7 +394,7 @@ def handled():
         if payload.get("crash"):
             raise RuntimeError("boom")
 
-    frames.register_frame_handler(TEST_FRAME, handler)
+    frames.frame_handlers.register(TEST_FRAME, handler)
     yield calls
     frames.frame_handlers.unregister(TEST_FRAME)
 
