@@ -14,6 +14,7 @@ from core.permissions import INSTANCES, READERS, WRITERS, require_instance_acces
 from core.timefmt import iso_z
 from instances import selectors, services
 from instances.models import Instance, ReportedStatus
+from instances.scrape import SCRAPE_ADDRESS_PATTERN, valid_scrape_address
 from sites.api import InstanceConfigOut
 from sites.selectors import instance_config
 
@@ -38,6 +39,26 @@ class StringMapField(BoundedJSONObjectField):
         return data
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "maxLength": 262,
+        "pattern": SCRAPE_ADDRESS_PATTERN,
+        "description": "host:port where Prometheus scrapes this instance (a DNS name, an IPv4 address or "
+        "a bracketed IPv6 address, and a port 1-65535), or empty for none.",
+        "example": "10.1.2.3:8080",
+    }
+)
+class ScrapeAddressField(StrictCharField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value and not valid_scrape_address(value):
+            raise serializers.ValidationError(
+                "Expected host:port (a DNS name, an IPv4 address or [IPv6 address], and a port 1-65535)."
+            )
+        return value
+
+
 class RegisterIn(serializers.Serializer):
     siteId = StrictCharField(max_length=64)
     hostname = StrictCharField(max_length=255)
@@ -47,6 +68,7 @@ class RegisterIn(serializers.Serializer):
         child=StrictCharField(min_length=1, max_length=64), required=False, default=list, max_length=64
     )
     labels = StringMapField(required=False, default=dict, max_bytes=16384)
+    scrapeAddress = ScrapeAddressField(max_length=262, required=False, allow_blank=True, default="")
 
 
 BIGINT_MAX = 2**63 - 1  # PositiveBigIntegerField
@@ -122,6 +144,9 @@ InstanceOut = schema(
         "configVersion": serializers.IntegerField(allow_null=True),
         "capabilities": serializers.ListField(child=serializers.CharField()),
         "labels": serializers.DictField(child=serializers.CharField()),
+        "scrapeAddress": serializers.CharField(
+            allow_null=True, help_text="host:port it registered for Prometheus to scrape; null if none."
+        ),
         "metrics": serializers.DictField(),
     },
 )
@@ -176,6 +201,7 @@ class RegisterView(ApiView):
             pod_name=data["podName"],
             capabilities=data["capabilities"],
             labels=data["labels"],
+            scrape_address=data["scrapeAddress"],
         )
         instance, site = enrollment.instance, enrollment.site
         return Response(

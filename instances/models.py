@@ -21,6 +21,8 @@ class Instance(models.Model):
     version = models.CharField(max_length=32, blank=True, default="")
     capabilities = models.JSONField(default=list, blank=True)
     labels = models.JSONField(default=dict, blank=True)
+    # host:port where Prometheus scrapes this instance (its PromSNMP), for service discovery; "" = none.
+    scrape_address = models.CharField(max_length=262, blank=True, default="")
 
     # Leadership: changed only by instances/election.py.
     is_leader = models.BooleanField(default=False, editable=False)

@@ -59,6 +59,7 @@ def instance_representation(instance: Instance, now: datetime | None = None) -> 
         "configVersion": instance.config_version,
         "capabilities": instance.capabilities,
         "labels": instance.labels,
+        "scrapeAddress": instance.scrape_address or None,
         "metrics": instance.metrics,
     }
 

@@ -59,6 +59,7 @@ def instance_register(
     pod_name: str = "",
     capabilities: list[str] | None = None,
     labels: dict[str, str] | None = None,
+    scrape_address: str = "",
 ) -> tuple[Instance, Site]:
     """Register (or re-register) an instance; it may become its site's leader.
 
@@ -74,6 +75,7 @@ def instance_register(
     instance.version = version
     instance.capabilities = capabilities or []
     instance.labels = labels or {}
+    instance.scrape_address = scrape_address
     instance.last_heartbeat = now
     instance.reported_status = ReportedStatus.STARTING if created else instance.reported_status
     # A (re)starting instance takes the config from this response: forget what it reported before.

@@ -64,6 +64,7 @@ CONFIG = schemathesis.Config.from_dict(
 )
 # What JSON Schema cannot say, so a schema-valid body may still be refused for it: a value from the IANA
 # time zone database, a cron expression, SNMP targets (addresses, CIDR networks, ranges, 65,536 at most),
+# a scrape address (the IPv6 address in its brackets, a host name's 253 characters at most),
 # and ids that must name an existing run, seed or instance (or, in PUT/PATCH of a site, equal the
 # path's). Schema-valid (positive) bodies get valid values there, so that positive_data_acceptance judges
 # every other field; negative cases are sent as generated. Likewise JSON Schema's "integer" includes 5.0,
@@ -74,6 +75,7 @@ SEMANTIC = {
     "discoveryCron": "0 0 2 * * *",
     "schedule": "0 0 3 * * *",
     "targets": ["127.0.0.1"],
+    "scrapeAddress": "127.0.0.1:9100",
 }
 REFERENCES = ("runId", "seedId", "instanceId")
 
