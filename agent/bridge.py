@@ -549,6 +549,14 @@ class Bridge:
             raise BridgeError(f"the manager answered v{version}, older than v{self.announced} it announced")
         return Applied(version=version, document=document)
 
+    async def harvest(self, *, instance_id: str) -> bool:
+        """The leader's poll: post what PromSNMP found by itself since the last apply, without asking the
+        manager for anything else; True when the manager's version moved (then sync)."""
+        async with self._lock:
+            if self.applied is None:
+                return False  # nothing applied yet: the first sync compares with the manager's document
+            return await self._harvest(instance_id, self.applied.document)
+
     async def _harvest(self, instance_id: str, reference: dict[str, Any]) -> bool:
         current = await self.promsnmp.get_inventory()
         found = [

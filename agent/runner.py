@@ -541,11 +541,17 @@ class Agent:
             log.warning("inventory refresh failed: %s", exc)
 
     async def _bridge_polls(self, stop: asyncio.Event) -> None:
-        """Bridge mode: the leader looks at its PromSNMP every poll interval (what it found by itself);
-        any bridge whose last sync failed tries again."""
+        """Bridge mode, every poll interval: a bridge whose last sync failed tries again; the leader looks
+        at what its PromSNMP found by itself (the manager is asked for nothing unless it did)."""
         while not await pause(stop, self.bridge.poll_interval):
-            if self.is_leader or self.bridge.behind:
-                self.request_resync("promsnmp_poll", light=True)
+            if self.bridge.behind:
+                self.request_resync("promsnmp_retry", light=True)
+            elif self.is_leader and self.instance_id:
+                try:
+                    if await self.bridge.harvest(instance_id=self.instance_id):
+                        self.request_resync("promsnmp_found", light=True)
+                except (ApiError, OSError, BridgeError) as exc:
+                    log.warning("posting what PromSNMP found failed (%s); the next poll retries", exc)
 
     async def _catch_up(self) -> None:
         """The runs dispatched to this instance that no event may have announced."""

@@ -377,6 +377,26 @@ def test_the_leader_posts_what_promsnmp_found_before_replacing_and_only_once(pro
     assert len(promsnmp.posts) == 2
 
 
+def test_the_leaders_poll_asks_the_manager_nothing_unless_promsnmp_found_something(promsnmp):
+    manager = start_peer()
+    manager.answer(INVENTORY, (200, {"X-Inventory-Version": "5"}, fixture_document()))
+    manager.answer(
+        DEVICES,
+        (200, {}, {"added": 1, "updated": 0, "unchanged": 0, "failed": 0, "newVersion": 6, "devices": [{}]}),
+    )
+    bridge = bridge_for(manager.url, promsnmp)
+    assert run(bridge.harvest(instance_id="inst_1")) is False  # nothing applied yet: nothing to compare
+    run(bridge.sync(leader=True, instance_id="inst_1"))
+    seen = len(manager.seen)
+    assert run(bridge.harvest(instance_id="inst_1")) is False
+    assert len(manager.seen) == seen  # PromSNMP has nothing new: the manager hears nothing
+    promsnmp.find(found_device("found-by-poll", "10.5.5.5"))
+    assert run(bridge.harvest(instance_id="inst_1")) is True  # the manager's version moved: sync next
+    assert run(bridge.harvest(instance_id="inst_1")) is False  # posted already, waiting for the apply
+    assert len(manager.requests(DEVICES)) == 1
+    assert len(manager.requests(INVENTORY)) == 1
+
+
 def test_a_device_the_manager_refused_is_not_posted_again_until_it_changes(promsnmp):
     manager = start_peer()
     manager.answer(INVENTORY, (200, {"X-Inventory-Version": "5"}, fixture_document()))
