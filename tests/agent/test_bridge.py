@@ -445,3 +445,68 @@ def test_a_full_refresh_repairs_a_promsnmp_that_lost_its_inventory(promsnmp):
     assert run(bridge.sync(leader=False, instance_id="inst_1", full=True)) is True
     assert promsnmp.inventory() == manager_document()
     assert len(promsnmp.posts) == posts + 1
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+def test_bridge_options_and_the_default_scrape_address(monkeypatch):
+    from agent.__main__ import parse_args
+
+    monkeypatch.setenv("PROMSNMP_TOKEN", "psm_x")
+    base = ["--url", "http://127.0.0.1:8000", "--site", SITE]
+    args = parse_args([*base, "--promsnmp-url", "http://127.0.0.1:8080"])
+    assert (args.promsnmp_url, args.scrape_address, args.promsnmp_poll_interval) == (
+        "http://127.0.0.1:8080",
+        "127.0.0.1:8080",
+        30.0,
+    )
+    args = parse_args([*base, "--promsnmp-url", "http://127.0.0.1:8080", "--scrape-address", "10.0.0.5:8080"])
+    assert args.scrape_address == "10.0.0.5:8080"
+    assert parse_args(base).promsnmp_url is None and parse_args(base).scrape_address is None
+    for bad in (
+        ["--promsnmp-url", "127.0.0.1:8080"],
+        ["--scrape-address", "10.0.0.5"],
+        ["--promsnmp-url", "http://127.0.0.1:8080", "--promsnmp-poll-interval", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args([*base, *bad])
+
+
+# --- the stand-in itself: PromSNMP's endpoints ------------------------------------------------------
+
+
+def test_the_standin_answers_as_promsnmp_does():
+    import urllib.error
+    import urllib.request
+
+    document = fixture_document()
+    with PromSnmpStandIn(**_as_promsnmp(document)) as standin:
+        with urllib.request.urlopen(f"{standin.url}/inventory") as response:
+            assert json.loads(response.read()) == document
+        with urllib.request.urlopen(f"{standin.url}/targets") as response:
+            groups = json.loads(response.read())
+        assert sorted(group["targets"][0] for group in groups) == sorted(
+            d["sysName"] for d in document["devices"]
+        )
+        name = document["devices"][0]["sysName"]
+        with urllib.request.urlopen(f"{standin.url}/snmp?target={name}") as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            assert f'sysUpTime{{instance="{name}"}}' in response.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{standin.url}/snmp?target=nope")
+        assert missing.value.code == 404
+        # POST replaces everything, and a body that is not an InventoryDTO changes nothing.
+        replacement = {"devices": [found_device("only-one", "10.0.0.9")], "discoverySeeds": []}
+        request = urllib.request.Request(
+            f"{standin.url}/inventory", data=json.dumps(replacement).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request) as response:
+            assert response.status == 200
+        assert standin.inventory() == replacement
+        bad = urllib.request.Request(f"{standin.url}/inventory", data=b'{"devices": []}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad)
+        assert refused.value.code == 400
+        assert standin.inventory() == replacement
+        assert [post.document for post in standin.posts] == [replacement]
