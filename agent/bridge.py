@@ -53,6 +53,7 @@ STATE_FILE = "promsnmp-inventory.json"
 VERSION_HEADER = "x-inventory-version"
 DEFAULT_POLL_INTERVAL = 30.0
 MAX_REPORTED_ERRORS = 5
+HARVEST_CHUNK = 500  # devices per POST of what PromSNMP found
 
 
 class BridgeError(Exception):
@@ -493,7 +494,15 @@ class Bridge:
             # Before a replace: what PromSNMP found by itself goes to the manager first, or the POST
             # would delete it from PromSNMP before anyone saw it.
             reference = self.applied.document if self.applied is not None else fetched.document
-            if await self._harvest(instance_id, reference):
+            try:
+                moved = await self._harvest(instance_id, reference)
+            except ApiError as exc:
+                if exc.retryable or exc.status == 401:
+                    raise  # the manager is in trouble, or our token is: try again later
+                # Refused for good: holding the site's inventory back for it would help nobody.
+                log.error("the manager refused what PromSNMP found (%s): applying the site's anyway", exc)
+                moved = False
+            if moved:
                 fetched = await self._fetch(known) or fetched
         if fetched is None:
             return False  # 304: PromSNMP holds the current version
@@ -564,25 +573,26 @@ class Bridge:
             for device in found_devices(current, reference)
             if self.posted.get(device_identity(device) or fingerprint(device)) != fingerprint(device)
         ]
-        if not found:
-            return False
-        try:
-            answer = await self.manager.post_found_devices(self.site_id, found, instance_id=instance_id)
-        except ApiError as exc:
-            if exc.code == "not_leader":
-                log.info("not the leader any more: what PromSNMP found is left to the new leader")
-                return False
-            raise
-        outcomes = answer.get("devices") if isinstance(answer, dict) else None
-        outcomes = outcomes if isinstance(outcomes, list) else []
-        for device, outcome in zip(found, outcomes, strict=False):
-            self.posted[device_identity(device) or fingerprint(device)] = fingerprint(device)
-            if isinstance(outcome, dict) and outcome.get("status") == "failed":
-                log.warning(
-                    "the manager refused device %s that PromSNMP found: %s",
-                    device.get("sysName") or device.get("id"),
-                    outcome.get("error"),
-                )
-        added = answer.get("added", 0) if isinstance(answer, dict) else 0
-        log.info("PromSNMP found %d devices by itself: %s new to the site", len(found), added)
+        added = 0
+        for start in range(0, len(found), HARVEST_CHUNK):  # well under the manager's 10 MiB per request
+            chunk = found[start : start + HARVEST_CHUNK]
+            try:
+                answer = await self.manager.post_found_devices(self.site_id, chunk, instance_id=instance_id)
+            except ApiError as exc:
+                if exc.code == "not_leader":
+                    log.info("not the leader any more: what PromSNMP found is left to the new leader")
+                    return bool(added)
+                raise
+            answer = answer if isinstance(answer, dict) else {}
+            outcomes = answer.get("devices") if isinstance(answer.get("devices"), list) else []
+            for device, outcome in zip(chunk, outcomes, strict=False):
+                self.posted[device_identity(device) or fingerprint(device)] = fingerprint(device)
+                if isinstance(outcome, dict) and outcome.get("status") == "failed":
+                    log.warning(
+                        "the manager refused device %s that PromSNMP found: %s",
+                        device.get("sysName") or device.get("id"),
+                        outcome.get("error"),
+                    )
+            added += answer.get("added", 0) if _is_int(answer.get("added")) else 0
+        log.info("PromSNMP found %d devices by itself: %d new to the site", len(found), added)
         return bool(added)

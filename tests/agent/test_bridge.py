@@ -423,6 +423,42 @@ def test_a_device_the_manager_refused_is_not_posted_again_until_it_changes(proms
     assert len(manager.requests(DEVICES)) == 2
 
 
+def test_finds_the_manager_refuses_for_good_do_not_hold_the_sites_inventory_back(promsnmp):
+    manager = start_peer()
+    manager.answer(INVENTORY, (200, {"X-Inventory-Version": "5"}, manager_document()))
+    manager.answer(DEVICES, (413, {}, {"error": "payload_too_large", "detail": "", "fields": {}}))
+    bridge = bridge_for(manager.url, promsnmp)
+    promsnmp.find(found_device("found-before-start", "10.4.4.4"))
+    assert run(bridge.sync(leader=True, instance_id="inst_1")) is True
+    assert len(manager.requests(DEVICES)) == 1
+    assert promsnmp.inventory() == manager_document()
+
+
+def test_finds_are_posted_in_chunks(promsnmp, monkeypatch):
+    import agent.bridge
+
+    monkeypatch.setattr(agent.bridge, "HARVEST_CHUNK", 2)
+    manager = start_peer()
+    manager.answer(INVENTORY, (200, {"X-Inventory-Version": "5"}, {"devices": [], "discoverySeeds": []}))
+    manager.answer(
+        DEVICES,
+        (
+            200,
+            {},
+            {"added": 2, "updated": 0, "unchanged": 0, "failed": 0, "newVersion": 6, "devices": [{}, {}]},
+        ),
+    )
+    standin = PromSnmpStandIn().start()
+    try:
+        for n in range(5):
+            standin.find(found_device(f"adopted-{n}", f"10.3.3.{n + 1}"))
+        bridge = bridge_for(manager.url, standin)
+        run(bridge.sync(leader=True, instance_id="inst_1"))  # first start: all five are PromSNMP's own
+        assert [len(seen.body["devices"]) for seen in manager.requests(DEVICES)] == [2, 2, 1]
+    finally:
+        standin.close()
+
+
 def test_a_follower_never_posts_what_its_promsnmp_found(promsnmp):
     manager = start_peer()
     manager.answer(INVENTORY, (200, {"X-Inventory-Version": "5"}, fixture_document()))
