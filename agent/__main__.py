@@ -11,6 +11,15 @@ the posting of discovery results retry with exponential backoff (`--backoff-base
 `--backoff-cap` 300 s, full jitter). Discovery results wait in `--state-dir` (a SQLite file; one
 directory per instance) until the manager has them, across restarts of the agent.
 Exit status: 0 after SIGTERM or Ctrl-C, 1 when the manager refuses the token or the site for good.
+
+Bridge mode, beside an unmodified PromSNMP (agent.bridge; docs/promsnmp.md):
+
+    PROMSNMP_TOKEN=psm_… promsnmp-agent --url http://manager:8000 --site chicago-pop-01 \
+        --promsnmp-url http://127.0.0.1:8080 --state-dir /var/lib/promsnmp-bridge
+
+keeps that PromSNMP's inventory equal to the site's (never posting a document that is not whole and
+current), registers its scrape address (`--scrape-address`, default the host:port of --promsnmp-url),
+and as the leader sends what PromSNMP found by itself to the manager.
 """
 
 from __future__ import annotations
@@ -19,13 +28,18 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 
 from agent.backoff import DEFAULT_BASE, DEFAULT_CAP
+from agent.bridge import DEFAULT_POLL_INTERVAL, Bridge, PromSnmpClient, scrape_address_of
 from agent.client import ManagerClient
 from agent.runner import Agent
+
+# host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address (the manager checks more).
+_SCRAPE_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +75,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--backoff-cap", type=float, default=DEFAULT_CAP, help="the longest wait between retries, seconds"
     )
+    parser.add_argument(
+        "--promsnmp-url",
+        default=env("PROMSNMP_URL") or None,
+        help="bridge mode: the PromSNMP to keep in sync, e.g. http://127.0.0.1:8080",
+    )
+    parser.add_argument(
+        "--scrape-address",
+        default=env("PROMSNMP_SCRAPE_ADDRESS") or None,
+        help="host:port where Prometheus scrapes this instance (default: that of --promsnmp-url)",
+    )
+    parser.add_argument(
+        "--promsnmp-poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        help="bridge mode: seconds between the leader's looks at what PromSNMP found by itself",
+    )
     parser.add_argument("--log-level", default=env("PROMSNMP_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.url or not args.site:
@@ -69,6 +99,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--backoff-base must be above 0 and at most --backoff-cap")
     if not env("PROMSNMP_TOKEN"):
         parser.error("set PROMSNMP_TOKEN to an instance token of the site")
+    if args.promsnmp_url is not None:
+        if not args.promsnmp_url.startswith(("http://", "https://")):
+            parser.error("--promsnmp-url must be an http:// or https:// URL")
+        try:
+            args.scrape_address = args.scrape_address or scrape_address_of(args.promsnmp_url)
+        except ValueError as exc:
+            parser.error(f"--promsnmp-url: {exc}")
+    if args.scrape_address and not _SCRAPE_ADDRESS.match(args.scrape_address):
+        parser.error("--scrape-address must be host:port")
+    if args.promsnmp_poll_interval <= 0:
+        parser.error("--promsnmp-poll-interval must be above 0")
     return args
 
 
@@ -77,8 +118,22 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    client = ManagerClient(args.url, os.environ["PROMSNMP_TOKEN"])
+    bridge = None
+    if args.promsnmp_url:
+        if not args.state_dir:
+            logging.getLogger("promsnmp.agent").warning(
+                "bridge mode without --state-dir: a restart forgets which inventory PromSNMP holds"
+            )
+        bridge = Bridge(
+            client,
+            PromSnmpClient(args.promsnmp_url),
+            site_id=args.site,
+            state_dir=args.state_dir,
+            poll_interval=args.promsnmp_poll_interval,
+        )
     agent = Agent(
-        ManagerClient(args.url, os.environ["PROMSNMP_TOKEN"]),
+        client,
         site_id=args.site,
         hostname=args.hostname,
         pod_name=args.pod_name,
@@ -89,6 +144,8 @@ async def _main(args: argparse.Namespace) -> int:
         backoff_base=args.backoff_base,
         backoff_cap=args.backoff_cap,
         state_dir=args.state_dir,
+        bridge=bridge,
+        scrape_address=args.scrape_address or "",
     )
     await agent.run(stop)
     return 1 if agent.fatal else 0

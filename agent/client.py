@@ -82,6 +82,24 @@ class ManagerClient:
         headers: dict[str, str] | None = None,
         token: str | None = None,
     ) -> Any:
+        _, raw = self.exchange_sync(method, path, body, query, headers=headers, token=token)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:  # a 2xx that is not JSON: a proxy's page, a body cut short
+            raise ConnectionError(f"{method} {path}: the answer is not JSON") from None
+
+    def exchange_sync(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> tuple[dict[str, str], bytes]:
+        """One call: the headers (lower-case names) and the raw body of a 2xx; ApiError otherwise (a 304
+        too), ConnectionError when the body was cut short."""
         url = f"{self.base_url}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -99,6 +117,7 @@ class ManagerClient:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 raw = response.read()
+                answer_headers = {name.lower(): value for name, value in response.headers.items()}
         except urllib.error.HTTPError as exc:
             try:
                 raw = exc.read()
@@ -112,10 +131,7 @@ class ManagerClient:
             raise ApiError(method, path, exc.code, detail, retry_after=retry_after) from None
         except http.client.HTTPException as exc:  # a reply cut short (IncompleteRead, BadStatusLine, …)
             raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:  # a 2xx that is not JSON: a proxy's page, a body cut short
-            raise ConnectionError(f"{method} {path}: the answer is not JSON") from None
+        return answer_headers, raw
 
     async def request(
         self,
@@ -142,22 +158,22 @@ class ManagerClient:
         version: str = "",
         capabilities: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        scrape_address: str = "",
     ) -> dict[str, Any]:
         """POST /api/v1/instances/register → {instanceId, isLeader, config, websocketUrl, leaderTerm, …}.
-        Always with the bootstrap token; an `instanceToken` in the answer is used from then on."""
-        answer = await self.request(
-            "POST",
-            "/api/v1/instances/register",
-            {
-                "siteId": site_id,
-                "hostname": hostname,
-                "podName": pod_name,
-                "version": version,
-                "capabilities": capabilities if capabilities is not None else ["snmpv1", "snmpv2c", "snmpv3"],
-                "labels": labels or {},
-            },
-            token=self.bootstrap_token,
-        )
+        Always with the bootstrap token; an `instanceToken` in the answer is used from then on.
+        `scrape_address`: host:port where Prometheus scrapes this instance's PromSNMP (bridge mode)."""
+        body: dict[str, Any] = {
+            "siteId": site_id,
+            "hostname": hostname,
+            "podName": pod_name,
+            "version": version,
+            "capabilities": capabilities if capabilities is not None else ["snmpv1", "snmpv2c", "snmpv3"],
+            "labels": labels or {},
+        }
+        if scrape_address:
+            body["scrapeAddress"] = scrape_address
+        answer = await self.request("POST", "/api/v1/instances/register", body, token=self.bootstrap_token)
         self.instance_token = answer.get("instanceToken") or None if isinstance(answer, dict) else None
         return answer
 
@@ -238,6 +254,31 @@ class ManagerClient:
             f"/api/v1/sites/{_q(site_id)}/inventory/changes",
             query={"since": since, "includeCredentials": "true"},
         )
+
+    async def get_promsnmp_inventory(
+        self, site_id: str, *, known_version: int | None = None
+    ) -> tuple[dict[str, str], bytes] | None:
+        """GET …/inventory?format=promsnmp (the instance's own token): the headers and the raw body
+        (X-Inventory-Version, PromSNMP's InventoryDTO), or None when `known_version` is current (304)."""
+        query: dict[str, Any] = {"format": "promsnmp"}
+        if known_version is not None:
+            query["version"] = known_version
+        try:
+            return await asyncio.to_thread(
+                self.exchange_sync, "GET", f"/api/v1/sites/{_q(site_id)}/inventory", None, query
+            )
+        except ApiError as exc:
+            if exc.status == 304:
+                return None
+            raise
+
+    async def post_found_devices(
+        self, site_id: str, devices: list[dict[str, Any]], *, instance_id: str
+    ) -> dict[str, Any]:
+        """POST …/inventory/devices with devices in PromSNMP's form (what a bridge's PromSNMP found by
+        itself): the manager adds the new ones → {added, unchanged, failed, newVersion, devices}."""
+        body = {"source": "discovery", "format": "promsnmp", "instanceId": instance_id, "devices": devices}
+        return await self.request("POST", f"/api/v1/sites/{_q(site_id)}/inventory/devices", body)
 
     async def get_config(self, site_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/api/v1/sites/{_q(site_id)}/config")

@@ -20,6 +20,11 @@ capped at 300 s, full jitter after the cap, reset after a success, a Retry-After
   dispatched to this instance.
 - `run_discovery`: each runId is run once per process; `cancel_discovery` stops it, and nothing of a
   cancelled run is posted or reported.
+- Bridge mode (`bridge`, agent.bridge): the inventory is fetched in PromSNMP's form and posted to the
+  PromSNMP beside the agent, and the version that PromSNMP holds is the `inventoryVersion` heartbeats
+  report. Every inventory refresh above (start, resync, inventory_updated, the heartbeat's version,
+  refresh_inventory) is a bridge sync; the leader also syncs every poll interval (what its PromSNMP
+  found by itself goes to the manager), and a sync that failed is retried then.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent.backoff import DEFAULT_BASE, DEFAULT_CAP, Backoff, backoff, pause
+from agent.bridge import Bridge, BridgeError
 from agent.client import ApiError, ManagerClient, parse_retry_after, results_body
 from agent.spool import Spool
 from snmp.scanner import ScanResult, scan, wire_devices
@@ -85,6 +91,8 @@ class Agent:
         backoff_cap: float = DEFAULT_CAP,
         state_dir: str | Path | None = None,
         on_event: Callable[[dict[str, Any]], Any] | None = None,
+        bridge: Bridge | None = None,
+        scrape_address: str = "",
     ):
         self.client = client
         self.site_id = site_id
@@ -124,6 +132,10 @@ class Agent:
         self._resync_wanted = asyncio.Event()
         self._resync_reasons: list[str] = []
         self._register_lock = asyncio.Lock()
+        self.bridge = bridge
+        self.scrape_address = scrape_address
+        if bridge is not None:
+            self.inventory_version = bridge.applied_version  # what PromSNMP holds, even before any fetch
 
     def new_backoff(self) -> Backoff:
         return Backoff(base=self.backoff_base, cap=self.backoff_cap)
@@ -134,7 +146,11 @@ class Agent:
         """Register (with the bootstrap token); the answer's instanceToken, if any, is used from now on."""
         async with self._register_lock:
             answer = await self.client.register(
-                site_id=self.site_id, hostname=self.hostname, pod_name=self.pod_name, version=self.version
+                site_id=self.site_id,
+                hostname=self.hostname,
+                pod_name=self.pod_name,
+                version=self.version,
+                scrape_address=self.scrape_address,
             )
             self.instance_id = answer["instanceId"]
             self.config = answer.get("config") or {}
@@ -207,6 +223,8 @@ class Agent:
                 asyncio.create_task(self._resync_loop(stop), name="resync"),
                 asyncio.create_task(self._socket_loop(stop), name="socket"),
             ]
+            if self.bridge is not None:
+                workers.insert(0, asyncio.create_task(self._bridge_polls(stop), name="bridge"))
             await self._supervise(stop, workers)
         finally:
             self.spool.close()
@@ -248,6 +266,8 @@ class Agent:
             return  # an older word on leadership than one already seen (fencing)
         if is_leader != self.is_leader:
             log.info("leadership: %s (term %s)", "leader" if is_leader else "follower", term)
+            if is_leader and self.bridge is not None:
+                self.request_resync("leader", light=True)  # what our PromSNMP found is the site's now
         self.is_leader = is_leader
         if term is not None:
             self.leader_term = term
@@ -300,7 +320,9 @@ class Agent:
                 config_version=self.config_version,
                 metrics={
                     "discoveryRuns": len(self.runs),
-                    "devicesMonitored": len(self.devices),
+                    "devicesMonitored": len(self.devices)
+                    if self.bridge is None
+                    else self.bridge.device_count,
                     "queuedBatches": len(self.spool),
                 },
             )
@@ -315,6 +337,8 @@ class Agent:
                 raise Fatal(f"heartbeat refused: {exc.status} {exc.code}") from None
             raise
         self._leadership(answer["isLeader"], answer.get("leaderTerm"))
+        if self.bridge is not None:
+            self.bridge.announce(answer.get("inventoryVersion"))
         if answer.get("configChanged"):
             await self._refresh_config()
         if isinstance(answer.get("inventoryVersion"), int) and answer["inventoryVersion"] != (
@@ -344,7 +368,7 @@ class Agent:
                     self.resyncs.extend(reasons)
                     log.info("resync (%s)", ", ".join(reasons))
                     await self.resync()
-            except (ApiError, OSError) as exc:
+            except (ApiError, OSError, BridgeError) as exc:
                 log.warning("resync failed (%s); the next reconnect or heartbeat retries", exc)
             except (Fatal, asyncio.CancelledError):
                 raise
@@ -355,7 +379,10 @@ class Agent:
         """Sync queued data → refresh inventory (the spec's order), then config, leadership, runs."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained(), DRAIN_BEFORE_RESYNC_SECONDS)
-        await self._refresh_inventory()
+        try:
+            await self._refresh_inventory()
+        except BridgeError as exc:  # PromSNMP's trouble must not hold back the config and the runs
+            log.warning("PromSNMP inventory sync failed (%s); the next poll retries", exc)
         await self._refresh_config()
         await self.heartbeat()
         await self._catch_up()
@@ -365,6 +392,12 @@ class Agent:
             await asyncio.sleep(0.1)
 
     async def _refresh_inventory(self, *, full: bool = False) -> None:
+        if self.bridge is not None:
+            try:
+                await self.bridge.sync(leader=self.is_leader, instance_id=self.instance_id or "", full=full)
+            finally:
+                self.inventory_version = self.bridge.applied_version
+            return
         if not full and self.inventory_version is not None:
             try:
                 changes = await self.client.get_changes(self.site_id, self.inventory_version)
@@ -476,6 +509,8 @@ class Agent:
         elif kind == "leader_revoked":
             self._leadership(False, payload.get("leaderTerm"))
         elif kind == "inventory_updated" and isinstance(payload.get("version"), int):
+            if self.bridge is not None:
+                self.bridge.announce(payload["version"])
             if self.inventory_version is None or payload["version"] > self.inventory_version:
                 self.request_resync("inventory_updated", light=True)
         elif kind == "refresh_inventory":
@@ -502,8 +537,21 @@ class Agent:
     async def _full_refresh(self, full: bool) -> None:
         try:
             await self._refresh_inventory(full=full)
-        except (ApiError, OSError) as exc:
+        except (ApiError, OSError, BridgeError) as exc:
             log.warning("inventory refresh failed: %s", exc)
+
+    async def _bridge_polls(self, stop: asyncio.Event) -> None:
+        """Bridge mode, every poll interval: a bridge whose last sync failed tries again; the leader looks
+        at what its PromSNMP found by itself (the manager is asked for nothing unless it did)."""
+        while not await pause(stop, self.bridge.poll_interval):
+            if self.bridge.behind:
+                self.request_resync("promsnmp_retry", light=True)
+            elif self.is_leader and self.instance_id:
+                try:
+                    if await self.bridge.harvest(instance_id=self.instance_id):
+                        self.request_resync("promsnmp_found", light=True)
+                except (ApiError, OSError, BridgeError) as exc:
+                    log.warning("posting what PromSNMP found failed (%s); the next poll retries", exc)
 
     async def _catch_up(self) -> None:
         """The runs dispatched to this instance that no event may have announced."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.views import APIView
@@ -141,3 +144,19 @@ class ApiView(APIView):
         serializer = serializer_class(data=self.request.data if data is None else data, **kwargs)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+
+async def _async_chunks(chunks):
+    """A sync iterator as an async one, each step in the thread the view ran in (its DB connection)."""
+    step = sync_to_async(next, thread_sensitive=True)
+    while (chunk := await step(chunks, None)) is not None:
+        yield chunk
+
+
+def json_stream(request, chunks) -> StreamingHttpResponse:
+    """A streamed JSON answer. Under ASGI (daphne) Django collects a sync iterator into a list before
+    sending anything (the whole document in memory, no byte out until the last one is made): give it an
+    async iterator there."""
+    if isinstance(getattr(request, "_request", request), ASGIRequest):
+        chunks = _async_chunks(iter(chunks))
+    return StreamingHttpResponse(chunks, content_type="application/json")

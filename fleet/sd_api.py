@@ -7,14 +7,11 @@ the rendezvous hashing are fleet/sd.py's.
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from core.api import FILTER_SCHEMA, ApiView, error_responses, schema
+from core.api import FILTER_SCHEMA, ApiView, error_responses, json_stream, schema
 from core.errors import InvalidInput
 from core.permissions import READERS, require_site_access
 from fleet import sd
@@ -74,21 +71,6 @@ SdDeviceGroupOut = schema(
 )
 
 SITE_PARAM = "site"
-
-
-async def _async_chunks(chunks):
-    """A sync iterator as an async one, each step in the thread the view ran in (its DB connection)."""
-    step = sync_to_async(next, thread_sensitive=True)
-    while (chunk := await step(chunks, None)) is not None:
-        yield chunk
-
-
-def _json_stream(request, chunks) -> StreamingHttpResponse:
-    """Under ASGI (daphne) Django would collect a sync iterator into a list before sending a byte: give it
-    an async one there (as inventory's GET does)."""
-    if isinstance(getattr(request, "_request", request), ASGIRequest):
-        chunks = _async_chunks(iter(chunks))
-    return StreamingHttpResponse(chunks, content_type="application/json")
 
 
 def _site(request, site_id: str) -> str:
@@ -175,4 +157,4 @@ class SdDevicesView(ApiView):
             raise InvalidInput({SITE_PARAM: ["Required: the site whose devices to list."]})
         site_id = _site(request, site_id)
         serving = sd.serving_instances(site_id)
-        return _json_stream(request, sd.json_array(sd.device_groups(site_id, serving)))
+        return json_stream(request, sd.json_array(sd.device_groups(site_id, serving)))

@@ -1,18 +1,33 @@
-"""Inventory endpoints: the site's document (GET, PUT), discovery results (POST devices), one device
-(GET, DELETE), and the change feed (GET changes?since=N)."""
+"""Inventory endpoints: the site's document (GET, PUT; GET also in PromSNMP's form for the agent's bridge
+mode), discovery results (POST devices), one device (GET, DELETE), and the change feed (GET
+changes?since=N)."""
 
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from django.http import HttpResponse
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import exceptions, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 
-from core.api import BODY_ERRORS, VERSION_SCHEMA, ApiView, ErrorSerializer, error_responses, schema
+from core.api import (
+    BODY_ERRORS,
+    VERSION_SCHEMA,
+    ApiView,
+    ErrorSerializer,
+    error_responses,
+    json_stream,
+    schema,
+)
 from core.errors import ApiError, InvalidInput, NotFoundError
 from core.fields import with_schema
 from core.models import Scope
@@ -27,7 +42,7 @@ from core.permissions import (
 from core.timefmt import iso_z
 from inventory import idempotency, selectors, services, versioning
 from inventory.parsing import MAX_AGENTS, MODES
-from inventory.promsnmp import FORMATS
+from inventory.promsnmp import FORMATS, devices_from_promsnmp, promsnmp_path, stream_promsnmp_document
 from inventory.seeds_api import SeedIn, SeedOut
 from sites.models import Site
 from sites.selectors import site_get
@@ -136,6 +151,104 @@ InventoryOut = schema(
         "discoverySeeds": SeedOut(many=True),
     },
 )
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+_PROMSNMP_AGENT = {
+    "type": "object",
+    "description": "snmp-community (version 0 = v1, 1 = v2c) or snmp-user (version 3), as PromSNMP's Agent.",
+    "properties": {
+        "type": {"type": "string", "enum": ["snmp-community", "snmp-user"]},
+        "id": {"type": "string", "format": "uuid"},
+        "endpoint": {
+            "type": "object",
+            "properties": {
+                "address": {"type": "string"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            },
+            "required": ["address", "port"],
+        },
+        "version": {"type": "integer", "enum": [0, 1, 3]},
+        "timeout": {"type": "integer", "description": "ms"},
+        "retries": {"type": "integer"},
+        "discoveredAt": {"type": ["string", "number", "null"]},
+        "readCommunity": _NULLABLE_TEXT,
+        "writeCommunity": _NULLABLE_TEXT,
+        "securityName": _NULLABLE_TEXT,
+        "securityLevel": {"type": "integer", "enum": [1, 2, 3], "description": "1 noAuthNoPriv, 3 authPriv"},
+        "authProtocol": _NULLABLE_TEXT,
+        "authPassphrase": _NULLABLE_TEXT,
+        "privProtocol": _NULLABLE_TEXT,
+        "privPassphrase": _NULLABLE_TEXT,
+        "engineId": _NULLABLE_TEXT,
+    },
+    "required": ["type", "id", "endpoint", "version", "timeout", "retries"],
+}
+PROMSNMP_INVENTORY_SCHEMA = {
+    "type": "object",
+    "description": "PromSNMP's InventoryDTO (what its POST /inventory takes), secrets in clear. The "
+    "version is in the X-Inventory-Version header, not in the body.",
+    "properties": {
+        "devices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "sysName": _NULLABLE_TEXT,
+                    "sysDescr": _NULLABLE_TEXT,
+                    "sysContact": _NULLABLE_TEXT,
+                    "sysLocation": _NULLABLE_TEXT,
+                    "discoveredAt": {"type": ["string", "number", "null"]},
+                    "agents": {"type": "array", "items": _PROMSNMP_AGENT},
+                    "primaryAgent": {
+                        "type": ["object", "null"],
+                        "description": "A full copy of one of the agents, or null.",
+                    },
+                },
+                "required": ["id", "sysName", "agents", "primaryAgent"],
+            },
+        },
+        "discoverySeeds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "potentialTargets": {"type": "array", "items": {"type": "string"}},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "version": {"type": "string", "enum": ["v2c", "v3"]},
+                    "agentType": {"type": "string", "enum": ["snmp-community", "snmp-user"]},
+                    "readCommunity": _NULLABLE_TEXT,
+                    "securityName": _NULLABLE_TEXT,
+                    "securityLevel": {"type": "integer", "enum": [0, 1, 2, 3]},
+                    "authProtocol": _NULLABLE_TEXT,
+                    "authPassphrase": _NULLABLE_TEXT,
+                    "privProtocol": _NULLABLE_TEXT,
+                    "privPassphrase": _NULLABLE_TEXT,
+                },
+                "required": ["id", "potentialTargets", "port", "version", "agentType"],
+            },
+        },
+    },
+    "required": ["devices", "discoverySeeds"],
+    # Nothing else: PromSNMP replaces its inventory with exactly this (and the two forms stay apart).
+    "additionalProperties": False,
+}
+
+
+class PromSnmpInventoryOut(serializers.Serializer):
+    """Documents GET inventory?format=promsnmp (its schema is PROMSNMP_INVENTORY_SCHEMA)."""
+
+
+class _PromSnmpInventorySchema(OpenApiSerializerExtension):
+    target_class = PromSnmpInventoryOut
+
+    def get_name(self, auto_schema, direction):
+        return "PromSnmpInventory"
+
+    def map_serializer(self, auto_schema, direction):
+        return PROMSNMP_INVENTORY_SCHEMA
+
+
 InventoryPutIn = schema(
     "InventoryImport",
     {
@@ -177,6 +290,13 @@ AddDevicesIn = schema(
             child=serializers.JSONField(), help_text="DeviceInput objects; an invalid one fails alone."
         ),
         "source": serializers.ChoiceField(list(SOURCES), default="api"),
+        "format": serializers.ChoiceField(
+            FORMATS,
+            default="manager",
+            help_text="promsnmp: the devices are in PromSNMP's form (what a bridge's PromSNMP found by "
+            "itself); only new devices are added (one the site has is left as it is, unchanged), and "
+            "each one that cannot be mapped fails alone, its errors naming PromSNMP's fields.",
+        ),
         # null or "" reads as absent.
         "instanceId": serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64),
         "seedId": serializers.CharField(
@@ -236,19 +356,11 @@ INCLUDE_CREDENTIALS = OpenApiParameter(
 )
 
 
-async def _async_chunks(chunks):
-    """A sync iterator as an async one, each step in the thread the view ran in (its DB connection)."""
-    step = sync_to_async(next, thread_sensitive=True)
-    while (chunk := await step(chunks, None)) is not None:
-        yield chunk
+class FormatIsAParameter(DefaultContentNegotiation):
+    """`?format=` here names the document's form (manager, promsnmp), not DRF's renderer switch; the
+    Accept header still chooses the renderer (406 without JSON)."""
 
-
-def _json_stream(request, chunks) -> StreamingHttpResponse:
-    """Under ASGI (daphne) Django collects a sync iterator into a list before sending anything (the whole
-    document in memory, no byte out until the last one is made): give it an async iterator there."""
-    if isinstance(getattr(request, "_request", request), ASGIRequest):
-        chunks = _async_chunks(iter(chunks))
-    return StreamingHttpResponse(chunks, content_type="application/json")
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
 
 
 def _site(request, site_id: str) -> Site:
@@ -285,13 +397,38 @@ def _etag_matches(request, etag: str) -> bool:
     return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
 
 
+VERSION_HEADER = "X-Inventory-Version"
+PROMSNMP_TOKEN_ONLY = (
+    "format=promsnmp answers every SNMP secret in clear, for a PromSNMP instance: only an instance's own "
+    "token (the instanceToken that register answers) may ask, for its own site. Operators export with "
+    "`manage.py export_inventory --format promsnmp`."
+)
+
+
+def _require_own_instance_token(request) -> None:
+    """format=promsnmp: an instance's own token (bound to its site, which require_site_access checked).
+    Admin, read, write and enrolment tokens get 403: the bridge is the only reader of this form."""
+    if not principal_of(request).instance_id:
+        raise exceptions.PermissionDenied(PROMSNMP_TOKEN_ONLY)
+
+
+def _not_modified(etag: str, version: int) -> HttpResponse:
+    response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+    del response["Content-Type"]
+    response["ETag"] = etag
+    response[VERSION_HEADER] = str(version)
+    return response
+
+
 class InventoryView(ApiView):
     allowed_scopes = {"GET": READERS | INSTANCES, "PUT": WRITERS}
     repeatable_query = frozenset({"deviceIds"})
+    content_negotiation_class = FormatIsAParameter
 
     @extend_schema(
         operation_id="inventory_retrieve",
-        summary="The site's inventory: devices with agents, and discovery seeds (streamed)",
+        summary="The site's inventory: devices with agents, and discovery seeds (streamed); "
+        "?format=promsnmp: as PromSNMP's InventoryDTO, for an instance's own token",
         parameters=[
             OpenApiParameter(
                 "version", VERSION_SCHEMA, description="Answer 304 when this version is current or newer."
@@ -300,17 +437,43 @@ class InventoryView(ApiView):
             OpenApiParameter(
                 "deviceIds",
                 {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 10000},
-                description="Comma-separated and/or repeated device ids.",
+                description="Comma-separated and/or repeated device ids (not with format=promsnmp).",
+            ),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=list(FORMATS),
+                description="manager (default): the Inventory document. promsnmp: PromSNMP's InventoryDTO "
+                "{devices, discoverySeeds}, secrets in clear, the whole site (what PromSNMP's POST "
+                "/inventory replaces its inventory with); only for an instance's own token (403 for any "
+                "other), and never with deviceIds (400). The version is in the X-Inventory-Version header.",
+            ),
+            OpenApiParameter(
+                VERSION_HEADER,
+                VERSION_SCHEMA,
+                OpenApiParameter.HEADER,
+                response=[200, 304],
+                description="The inventory version of the answer (read before the devices are: a change "
+                "committed meanwhile may already show in them).",
             ),
         ],
         responses={
-            200: InventoryOut,
+            200: PolymorphicProxySerializer(
+                component_name="InventoryAnyFormat",
+                serializers=[InventoryOut, PromSnmpInventoryOut],
+                resource_type_field_name=None,
+            ),
             304: OpenApiResponse(description="Not modified (?version or If-None-Match)."),
             **error_responses(400, 401, 403, 404),
         },
         tags=["inventory"],
     )
     def get(self, request, site_id: str):
+        document_format = request.query_params.get("format", "manager")
+        if document_format not in FORMATS:
+            raise InvalidInput({"format": [f"One of {', '.join(FORMATS)}."]})
+        if document_format == "promsnmp":
+            return self._promsnmp(request, site_id)
         site = _site(request, site_id)
         include_credentials = credentials_allowed(request)
         known = _int_param(request, "version")
@@ -320,15 +483,12 @@ class InventoryView(ApiView):
             variant += hashlib.sha256(",".join(device_ids).encode()).hexdigest()[:16]
         etag = f'"inv-{site.pk}-{site.inventory_version}-{variant}"'
         if (known is not None and known >= site.inventory_version) or _etag_matches(request, etag):
-            response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
-            del response["Content-Type"]
-            response["ETag"] = etag
-            return response
+            return _not_modified(etag, site.inventory_version)
         if include_credentials:
             selectors.require_decryptable(site)
         head = {"version": site.inventory_version, "updatedAt": iso_z(site.inventory_updated_at)}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, device_ids=device_ids)
-        response = _json_stream(
+        response = json_stream(
             request,
             selectors.stream_json_document(
                 head,
@@ -340,6 +500,30 @@ class InventoryView(ApiView):
         )
         response["ETag"] = etag
         response["Cache-Control"] = "private, no-cache"
+        response[VERSION_HEADER] = str(site.inventory_version)
+        return response
+
+    def _promsnmp(self, request, site_id: str):
+        """The whole site as PromSNMP's InventoryDTO, for the bridge of an instance of the site."""
+        require_site_access(request, site_id)
+        _require_own_instance_token(request)
+        site = site_get(site_id)
+        if credentials_allowed(request) is False and "includeCredentials" in request.query_params:
+            raise InvalidInput(
+                {"includeCredentials": ["format=promsnmp always carries the secrets: leave it out."]}
+            )
+        if _device_ids(request) is not None:
+            # PromSNMP's POST replaces everything: a filtered document posted there would wipe the rest.
+            raise InvalidInput({"deviceIds": ["Not with format=promsnmp: it is always the whole site."]})
+        known = _int_param(request, "version")
+        etag = f'"inv-{site.pk}-{site.inventory_version}-p"'
+        if (known is not None and known >= site.inventory_version) or _etag_matches(request, etag):
+            return _not_modified(etag, site.inventory_version)
+        selectors.require_decryptable(site)
+        response = json_stream(request, stream_promsnmp_document(site))
+        response["ETag"] = etag
+        response["Cache-Control"] = "private, no-cache"
+        response[VERSION_HEADER] = str(site.inventory_version)
         return response
 
     @extend_schema(
@@ -425,6 +609,9 @@ class InventoryDevicesView(ApiView):
         source = body.get("source", "api")
         if source not in SOURCES:
             errors["source"] = [f"One of {', '.join(SOURCES)}."]
+        document_format = body.get("format", "manager")
+        if document_format not in FORMATS:
+            errors["format"] = [f"One of {', '.join(FORMATS)}."]
         instance_id = body.get("instanceId") or ""
         if not isinstance(instance_id, str) or len(instance_id) > 64:
             errors["instanceId"] = ["An instance id."]
@@ -445,18 +632,26 @@ class InventoryDevicesView(ApiView):
             # check, discoveredBy and the idempotency key), whatever instanceId the body names.
             instance_id = principal.instance_id
 
+        items, mapping_errors = body["devices"], {}
+        if document_format == "promsnmp":
+            items, mapping_errors = devices_from_promsnmp(items)
+
         def process() -> idempotency.Answer:
             result = services.inventory_add_devices(
                 actor=self.actor(),
                 site_id=site_id,
-                items=body["devices"],
+                items=items,
                 source=source,
                 instance_id=instance_id,
                 require_leader=is_instance,
                 run_id=ties["runId"],
                 seed_id=ties["seedId"],
+                add_only=document_format == "promsnmp",
             )
-            return idempotency.Answer(status=200, body=_add_devices_body(result))
+            answer = _add_devices_body(result)
+            if document_format == "promsnmp":
+                _in_promsnmp_terms(answer, body["devices"], mapping_errors)
+            return idempotency.Answer(status=200, body=answer)
 
         if key is None:
             answer = process()
@@ -495,6 +690,21 @@ def _add_devices_body(result: services.AddDevicesResult) -> dict:
             for o in result.outcomes
         ],
     }
+
+
+def _in_promsnmp_terms(answer: dict, sent: list, mapping_errors: dict[int, dict[str, list[str]]]) -> None:
+    """Failed devices of a PromSNMP-form POST: errors named by PromSNMP's fields, the mapping's own
+    (an unknown SNMP4J version, type or security level) instead of what parsing then said."""
+    for index, outcome in enumerate(answer["devices"]):
+        if outcome["status"] != "failed":
+            continue
+        if index in mapping_errors:
+            outcome["error"] = mapping_errors[index]
+            item = sent[index]
+            name = item.get("sysName") if isinstance(item, dict) else None
+            outcome["sysName"] = name if isinstance(name, str) else None
+        else:
+            outcome["error"] = {promsnmp_path(path): messages for path, messages in outcome["error"].items()}
 
 
 class DeviceDetailView(ApiView):
@@ -557,7 +767,7 @@ class InventoryChangesView(ApiView):
             selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}
         devices = selectors.iter_devices(site, include_credentials=include_credentials, changed_since=since)
-        return _json_stream(
+        return json_stream(
             request,
             selectors.stream_json_document(
                 head,

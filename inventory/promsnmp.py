@@ -12,7 +12,10 @@ raw bytes of PROM_ENCRYPT_KEY (tests/fixtures/promsnmp/README.md).
   for (PromSNMP ids, the agents' discoveredAt, a device without a primary agent) is kept in the device's
   metadata under "promsnmp"; a seed's id is kept in its name, "promsnmp-<id>".
 - `to_promsnmp`: the reverse, from a document with revealed secrets; `export_document` builds one for a
-  site from the selectors.
+  site from the selectors, `stream_promsnmp_document` streams one (GET inventory?format=promsnmp, for
+  the agent's bridge mode).
+- `devices_from_promsnmp`: devices in PromSNMP's form, each on its own (POST inventory/devices with
+  "format": "promsnmp": what a bridge's PromSNMP found by itself).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from core.errors import InvalidInput
 from core.parsers import JSONInputError, loads_strict
 from core.timefmt import iso_z
-from inventory.selectors import iter_devices, site_seeds
+from inventory.selectors import iter_devices, site_seeds, stream_json_document
 from snmp.credentials import SECURITY_LEVELS, VERSION_LABELS
 from snmp.targets import iter_addresses, parse_target
 
@@ -587,18 +591,47 @@ def _seed_to_promsnmp(seed: dict[str, Any], warnings: list[str]) -> dict[str, An
     }
 
 
+def seeds_to_promsnmp(seeds: list[dict[str, Any]], *, warnings: list[str] | None = None) -> list[dict]:
+    """The manager's seeds (secrets revealed) → PromSNMP's; v1 and disabled seeds are left out (said in
+    `warnings`)."""
+    warnings = warnings if warnings is not None else []
+    rendered = (_seed_to_promsnmp(seed, warnings) for seed in seeds)
+    return [seed for seed in rendered if seed is not None]
+
+
 def to_promsnmp(document: dict[str, Any], *, warnings: list[str] | None = None) -> dict[str, Any]:
     """The manager's wire document with revealed secrets (iter_devices / site_seeds with
     include_credentials=True) → a document a PromSNMP instance loads. What PromSNMP cannot hold is left
     out and said in `warnings`: v1 seeds and disabled seeds."""
-    warnings = warnings if warnings is not None else []
     devices = [_device_to_promsnmp(device) for device in document.get("devices") or []]
-    seeds = []
-    for seed in document.get("discoverySeeds") or []:
-        rendered = _seed_to_promsnmp(seed, warnings)
-        if rendered is not None:
-            seeds.append(rendered)
+    seeds = seeds_to_promsnmp(document.get("discoverySeeds") or [], warnings=warnings)
     return {"devices": devices, "discoverySeeds": seeds}
+
+
+def stream_promsnmp_document(site) -> Iterator[bytes]:
+    """The site's whole inventory as PromSNMP's InventoryDTO, `{"devices": [...], "discoverySeeds":
+    [...]}`, secrets in clear, written piece by piece (CHUNK devices in memory at a time): the body of
+    GET inventory?format=promsnmp, which the bridge posts to PromSNMP's /inventory as it is. The caller
+    has checked that it may see the secrets (selectors.require_decryptable too)."""
+    devices = (_device_to_promsnmp(device) for device in iter_devices(site, include_credentials=True))
+    seeds = seeds_to_promsnmp(site_seeds(site.pk, include_credentials=True))
+    return stream_json_document({}, {"devices": devices, "discoverySeeds": seeds})
+
+
+def devices_from_promsnmp(items: list[Any]) -> tuple[list[Any], dict[int, dict[str, list[str]]]]:
+    """Discovery results in PromSNMP's device form (what a bridge finds in its PromSNMP) → the manager's
+    device inputs, and the mapping errors by index (keyed by PromSNMP's field paths, `devices[2].…`).
+    A device the mapping cannot read is None in the list, so that it fails on its own."""
+    converted: list[Any] = []
+    failures: dict[int, dict[str, list[str]]] = {}
+    for index, item in enumerate(items):
+        errors = _Errors()
+        device = _device_from_promsnmp(item, f"devices[{index}]", errors)
+        if errors:
+            failures[index] = dict(errors)
+            device = None
+        converted.append(device)
+    return converted, failures
 
 
 def export_document(site, *, format: str, warnings: list[str] | None = None) -> dict[str, Any]:

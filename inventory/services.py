@@ -370,8 +370,11 @@ def inventory_add_devices(
     require_leader: bool = False,
     run_id: str = "",
     seed_id: str = "",
+    add_only: bool = False,
 ) -> AddDevicesResult:
     """POST …/inventory/devices (discovery results): upsert each valid device, report each bad one.
+    `add_only` (devices a bridge's PromSNMP found, in its form): a device the site has is left as it
+    is and counted unchanged, since PromSNMP's form lacks fields the manager keeps (sysObjectId, …).
 
     Unchanged devices get lastSeen refreshed and cause no new version. With require_leader (an
     instance posting discovery results) only the site's current leader may post: 409 not_leader;
@@ -399,7 +402,7 @@ def inventory_add_devices(
                 + (f" and run {run_id!r} was never dispatched to it." if run_id else ".")
             )
         valid = [device for device in inputs if device is not None]
-        plan = _plan(site_id, valid, "merge")
+        plan = _plan(site_id, valid, "addOnly" if add_only else "merge")
         added, updated = _write(site_id, plan, change.new_version, discovered_by=instance_id)
         _touch(device_id for device_id, _ in plan.unchanged)
         if run is not None:

@@ -176,3 +176,104 @@ class LossyProxy:
             if not one_way:
                 client.close()
                 upstream.close()
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the manager that, while `cutting` is set, cuts short the
+    answer to every request whose first line starts with `cut_prefix` (e.g. `GET /api/v1/sites/x/
+    inventory?format=promsnmp`): the request reaches the manager, which answers in full; the client gets
+    the status line, the headers and half of the body, then the connection closes. What a client sees
+    when a transfer breaks off. `cut` counts the answers cut. Everything else (the REST calls, the
+    WebSocket) is relayed as is."""
+
+    def __init__(self, upstream_port: int, cut_prefix: str):
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.cut_prefix = cut_prefix.encode()
+        self.cutting = False
+        self.cut = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client) -> None:
+        import socket
+
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
+        except OSError:
+            client.close()
+            return
+        first = client.recv(65536)
+        upstream.sendall(first)
+        if not (self.cutting and first.startswith(self.cut_prefix)):
+            LossyProxy._pump(client, upstream)
+            return
+        answer = b""
+        with contextlib.suppress(OSError):
+            while True:  # the client asked for "Connection: close" (urllib does): read to the end
+                data = upstream.recv(65536)
+                if not data:
+                    break
+                answer += data
+        head, _, body = answer.partition(b"\r\n\r\n")
+        with contextlib.suppress(OSError):
+            client.sendall(head + b"\r\n\r\n" + body[: len(body) // 2])
+        with self._lock:
+            self.cut += 1
+        client.close()
+        upstream.close()
+
+
+# Bridge mode as the e2e tests run it: heartbeats every second, the leader looks at its PromSNMP twice a
+# second, retries after at most 2 s (the defaults are 30 s, 30 s and 300 s).
+BRIDGE_TIMINGS = (
+    "--heartbeat-interval",
+    "1",
+    "--promsnmp-poll-interval",
+    "0.5",
+    "--backoff-base",
+    "0.2",
+    "--backoff-cap",
+    "2",
+)
+
+
+def start_bridge(
+    base_url: str, token: str, site: str, hostname: str, log_path: Path, promsnmp_url: str, state_dir: Path
+) -> subprocess.Popen:
+    """`python -m agent` in bridge mode beside the PromSNMP (stand-in) at `promsnmp_url`."""
+    return start_agent_cli(
+        base_url,
+        token,
+        site,
+        hostname,
+        log_path,
+        "--promsnmp-url",
+        promsnmp_url,
+        "--state-dir",
+        str(state_dir),
+        *BRIDGE_TIMINGS,
+    )
