@@ -33,6 +33,15 @@ run: install
 run-prod: install
 	$(PY) manage.py run_prod
 
+# A living fleet on this machine, on loopback only (config/demo.py): snmpd playing six devices (v2c and
+# v3), the manager (embedded default, its own state in DEMO_STATE_DIR, emptied at every start) on HOST:PORT,
+# the spec's three example sites with seeds, four agents, a first discovery run. It prints the URL and
+# the login; Ctrl-C stops it all.
+DEMO_STATE_DIR ?= var/demo
+.PHONY: demo
+demo: install system-packages
+	$(PY) manage.py demo --host $(HOST) --port $(PORT) --state-dir $(DEMO_STATE_DIR)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
