@@ -109,7 +109,7 @@ class ManagerCollector:
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        is_leader, heartbeat, discovery, sockets = self._families()
+        is_leader, heartbeat, discovery, sockets, config_lag, inventory_lag, timed_out = self._families()
         try:
             reading = manager_reading()
         except DatabaseError:
@@ -124,7 +124,14 @@ class ManagerCollector:
             if last_discovery is not None:
                 discovery.add_metric([site_id], last_discovery.timestamp())
         sockets.add_metric([], reading.open_sockets)
-        yield from (is_leader, heartbeat, discovery, sockets)
+        for site_id, instance_id, config, inventory in reading.version_lags:
+            if config is not None:
+                config_lag.add_metric([site_id, instance_id], config)
+            if inventory is not None:  # never reported: unknown, no sample (fleet.selectors.version_lags)
+                inventory_lag.add_metric([site_id, instance_id], inventory)
+        for site_id, last in reading.timed_out:
+            timed_out.add_metric([site_id], last.timestamp())
+        yield from (is_leader, heartbeat, discovery, sockets, config_lag, inventory_lag, timed_out)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -147,6 +154,24 @@ class ManagerCollector:
             GaugeMetricFamily(
                 "promsnmp_manager_websocket_connections_active",
                 "Live instances with an open event socket, fleet-wide (from the database)",
+            ),
+            # Ours (the alert rules' InstanceConfigDrift, InstanceInventoryDrift, DiscoveryRunTimedOut).
+            GaugeMetricFamily(
+                "promsnmp_manager_instance_config_version_lag",
+                "Site config version minus the instance's (reported, else last sent to it)",
+                labels=["site_id", "instance_id"],
+            ),
+            GaugeMetricFamily(
+                "promsnmp_manager_instance_inventory_version_lag",
+                "Site inventory version minus the one the instance reported (absent when it never did)",
+                labels=["site_id", "instance_id"],
+            ),
+            # A timestamp, not a count of runs: runs go with their site, and a count that goes down would
+            # read as a counter reset to increase(); a timestamp never goes back and changes() sees each one.
+            GaugeMetricFamily(
+                "promsnmp_manager_site_last_discovery_timeout_timestamp",
+                "Unix time the site's latest timed-out discovery run ended (absent when none has)",
+                labels=["site_id"],
             ),
         )
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Max
 from django.utils import timezone
 
 from core.timefmt import iso_z
+from discovery.models import DiscoveryRun, RunStatus
 from instances.liveness import DEGRADED, HEALTHY, OFFLINE, alive_cutoff, liveness
 from instances.models import Instance
 from instances.selectors import SITE_DEGRADED, SITE_HEALTHY, SITE_OFFLINE, site_status, sites_with_instances
@@ -257,10 +259,31 @@ class ManagerReading:
     instances: list[tuple]  # (site id, instance id, is leader, last heartbeat)
     sites: list[tuple]  # (site id, last discovery)
     open_sockets: int
+    # (site id, instance id, config version lag, inventory version lag or None): see version_lags().
+    version_lags: list[tuple]
+    timed_out: list[tuple]  # (site id, when its latest timed-out discovery run ended)
+
+
+def version_lags(
+    site_config: int, site_inventory: int, config: int | None, config_sent: int | None, inventory: int | None
+) -> tuple[int | None, int | None]:
+    """How many versions an instance is behind its site: (config, inventory); None is unknown.
+
+    Config: the version the instance reports, else the one the manager last gave it (what
+    configChanged is decided on, docs/protocol.md), so an instance that sends no configVersion is
+    behind only until its next heartbeat answer. Inventory: only what it reports; an instance that
+    never sent an inventoryVersion is unknown, not behind (an alert on it would fire for ever for an
+    agent that leaves the field out, and InstanceUnhealthy already covers one that never heartbeats).
+    """
+    config_known = config if config is not None else config_sent
+    return (
+        None if config_known is None else site_config - config_known,
+        None if inventory is None else site_inventory - inventory,
+    )
 
 
 def manager_reading(now: datetime | None = None) -> ManagerReading:
-    """What the manager's /metrics collector exposes, read at scrape time: two queries.
+    """What the manager's /metrics collector exposes, read at scrape time: three queries.
 
     open_sockets counts live instances whose event socket the database records as open (opened and
     not closed since), so every process answers the same; a socket lost with a crashed daphne
@@ -269,13 +292,32 @@ def manager_reading(now: datetime | None = None) -> ManagerReading:
     now = now or timezone.now()
     cutoff = alive_cutoff(now)
     rows = Instance.objects.order_by("site_id", "id").values_list(
-        "site_id", "id", "is_leader", "last_heartbeat", "socket_connected_at", "socket_disconnected_at"
+        "site_id",
+        "id",
+        "is_leader",
+        "last_heartbeat",
+        "socket_connected_at",
+        "socket_disconnected_at",
+        "site__config_version",
+        "site__inventory_version",
+        "config_version",
+        "config_version_sent",
+        "inventory_version",
     )
-    instances, open_sockets = [], 0
-    for site_id, instance_id, is_leader, last_heartbeat, opened, closed in rows:
+    instances, lags, open_sockets = [], [], 0
+    for site_id, instance_id, is_leader, last_heartbeat, opened, closed, *versions in rows:
         instances.append((site_id, instance_id, is_leader, last_heartbeat))
+        lags.append((site_id, instance_id, *version_lags(*versions)))
         alive = last_heartbeat is not None and last_heartbeat >= cutoff
         if alive and opened is not None and (closed is None or closed < opened):
             open_sockets += 1
     sites = list(Site.objects.order_by("id").values_list("id", "last_discovery_at"))
-    return ManagerReading(instances=instances, sites=sites, open_sockets=open_sockets)
+    timed_out = list(
+        DiscoveryRun.objects.filter(status=RunStatus.TIMED_OUT, completed_at__isnull=False)
+        .values_list("site_id")
+        .annotate(last=Max("completed_at"))
+        .order_by("site_id")
+    )
+    return ManagerReading(
+        instances=instances, sites=sites, open_sockets=open_sockets, version_lags=lags, timed_out=timed_out
+    )

@@ -12,10 +12,18 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import REGISTRY
 
+from discovery.models import DiscoveryRun
+from discovery.runs import runs_expire
 from fleet.metrics import ManagerCollector, register_manager_collector
 from instances.models import Instance
-from instances.services import instance_deregister, instance_socket_closed, instance_socket_opened
+from instances.services import (
+    instance_deregister,
+    instance_heartbeat,
+    instance_socket_closed,
+    instance_socket_opened,
+)
 from sites.models import Site
+from sites.services import site_update
 from tests.conftest import TEST_ACTOR
 
 NAMES = {
@@ -23,6 +31,9 @@ NAMES = {
     "promsnmp_manager_instance_last_heartbeat_timestamp": ("site_id", "instance_id"),
     "promsnmp_manager_site_last_discovery_timestamp": ("site_id",),
     "promsnmp_manager_websocket_connections_active": (),
+    "promsnmp_manager_instance_config_version_lag": ("site_id", "instance_id"),
+    "promsnmp_manager_instance_inventory_version_lag": ("site_id", "instance_id"),
+    "promsnmp_manager_site_last_discovery_timeout_timestamp": ("site_id",),
 }
 
 
@@ -128,3 +139,83 @@ def test_registering_does_not_touch_the_database(db):
         described = list(ManagerCollector().describe())
     assert len(queries) == 0
     assert {family.name for family in described} == set(NAMES)
+
+
+def test_version_lags_say_how_far_each_instance_is_behind_its_site(client, make_site, register):
+    make_site("site")
+    current, behind, silent = (register("site", host) for host in ("current", "behind", "silent"))
+    site_update(actor=TEST_ACTOR, site_id="site", values={"min_replicas": 3}, partial=True)
+    site = Site.objects.get(pk="site")
+    assert site.config_version == 2
+    Site.objects.filter(pk="site").update(inventory_version=7)
+    instance_heartbeat(
+        actor=TEST_ACTOR, instance_id=current, status="running", inventory_version=7, config_version=2
+    )
+    instance_heartbeat(
+        actor=TEST_ACTOR, instance_id=behind, status="running", inventory_version=4, config_version=1
+    )
+
+    families = scrape(client)
+    # silent reports nothing: its config lag is against the version it was given at registration (1),
+    # its inventory lag is unknown (no sample).
+    assert families["promsnmp_manager_instance_config_version_lag"] == {
+        ("site", current): 0,
+        ("site", behind): 1,
+        ("site", silent): 1,
+    }
+    assert families["promsnmp_manager_instance_inventory_version_lag"] == {
+        ("site", current): 0,
+        ("site", behind): 3,
+    }
+
+    # A heartbeat without configVersion gets the current config in its answer: no longer behind.
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=silent, status="running")
+    assert scrape(client)["promsnmp_manager_instance_config_version_lag"][("site", silent)] == 0
+
+
+def test_the_latest_timed_out_run_of_each_site(client, make_site, settings):
+    settings.DISCOVERY_PENDING_TIMEOUT_SECONDS = 600
+    make_site("site")
+    make_site("other")
+    now = timezone.now()
+    for run_id, created in (("run_old", now - timedelta(hours=5)), ("run_new", now - timedelta(hours=1))):
+        DiscoveryRun.objects.create(id=run_id, site_id="site", triggered_by="manual")
+        DiscoveryRun.objects.filter(pk=run_id).update(created_at=created)
+    DiscoveryRun.objects.create(id="run_young", site_id="other", triggered_by="manual")
+    assert scrape(client)["promsnmp_manager_site_last_discovery_timeout_timestamp"] == {}
+
+    first = now - timedelta(hours=2)
+    assert runs_expire(now=first) == ["run_old"]
+    assert runs_expire(now=now) == ["run_new"]  # the young one is still pending
+    assert scrape(client)["promsnmp_manager_site_last_discovery_timeout_timestamp"] == {
+        ("site",): now.timestamp()
+    }
+
+
+def test_a_scrape_reads_the_database_in_the_same_number_of_queries_however_big_the_fleet(
+    client, make_site, register, settings
+):
+    settings.DISCOVERY_PENDING_TIMEOUT_SECONDS = 600
+
+    def grow(n: int) -> None:
+        for i in range(n):
+            site = make_site(f"site-{n}-{i}")
+            for host in "ab":
+                instance = register(site, host)
+                instance_heartbeat(
+                    actor=TEST_ACTOR, instance_id=instance, status="running", inventory_version=1
+                )
+            DiscoveryRun.objects.create(id=f"run-{n}-{i}", site_id=site, triggered_by="manual")
+        DiscoveryRun.objects.update(created_at=timezone.now() - timedelta(hours=1))
+        runs_expire()
+
+    def collected() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            families = list(ManagerCollector().collect())
+        assert {family.name for family in families} == set(NAMES)
+        return len(queries)
+
+    grow(1)
+    small = collected()
+    grow(5)
+    assert collected() == small == 3
