@@ -42,8 +42,12 @@ KUBERNETES_VERSION = "1.30"
 SECRET_ENV = ("SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL")
 # Env names the chart sets that are not settings: the Downward API's pod IP, used inside ALLOWED_HOSTS.
 CHART_ONLY_ENV = {"POD_IP"}
+ALERT_RULES = CHART / "files" / "alerts.yaml"
 # Custom resources: no schema in kubernetes-validate; checked by the tests below instead.
-CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 
 
 def test_helm_is_helm_3():
@@ -501,6 +505,44 @@ def test_service_monitor_scrapes_metrics_of_api_and_ws():
             assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
     assert sorted(selected) == ["api", "ws"]
     assert not find(render("minimal"), "ServiceMonitor")
+
+
+# The PrometheusRule CRD's shape (monitoring.coreos.com/v1, spec.groups[].rules[]): what the operator
+# accepts, since kubernetes-validate has no schema for it.
+RULE_GROUP_KEYS = {"name", "interval", "rules", "limit", "partial_response_strategy"}
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+
+
+def test_prometheus_rule_ships_the_alert_rules_file():
+    docs = render("monitoring")
+    (rule,) = find(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert DNS_SUBDOMAIN.match(rule["metadata"]["name"]) and rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {"groups"}
+    # The groups are the rule file's, as promtool tests it (tests/deploy/test_alert_rules.py).
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    names = set()
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= RULE_GROUP_KEYS and group["name"] not in names and group["rules"]
+        names.add(group["name"])
+        for item in group["rules"]:
+            assert set(item) <= RULE_KEYS and ("alert" in item) != ("record" in item), item
+            assert isinstance(item["expr"], str) and item["expr"].strip()
+            assert DURATION.match(item.get("for", "0")), item
+            for key in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in item.get(key, {}).values()), item
+    assert not find(render("minimal"), "PrometheusRule")
+
+
+def test_deploy_rule_file_is_the_charts():
+    """One source: deploy/prometheus/alerts.yaml is a link to the file the chart ships."""
+    deployed = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+    assert deployed.is_symlink() and deployed.resolve() == ALERT_RULES.resolve()
 
 
 def test_network_policies_open_only_the_http_ports():
