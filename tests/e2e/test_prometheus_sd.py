@@ -15,15 +15,10 @@ a 1 s refresh and a site-bound read token. Checks, on Prometheus's own /api/v1/t
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -32,7 +27,8 @@ import requests
 from core.services import token_create
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
-from tests.e2e.servers import free_port, serve, stop
+from tests.e2e.prometheus_support import Heartbeats, bearer, prometheus, wait_for
+from tests.e2e.servers import free_port, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,10 +39,6 @@ PROMETHEUS_THROTTLES = 10  # s: discovery manager and scrape manager each apply 
 BOUND = 1.5 * HEARTBEAT_INTERVAL + REFRESH + PROMETHEUS_THROTTLES + 15
 DEVICES = [f"sd-rtr-{n:02d}.example.net" for n in range(15)]
 NAMELESS = "127.0.0.200"  # a device without a sysName: known by its primary agent's address
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # --- PromSNMP stand-ins: /metrics (its own) and /snmp?target= (a device's), valid text exposition ------
@@ -99,36 +91,6 @@ class StandIn:
         self.server.server_close()
 
 
-class Heartbeats:
-    """An instance's heartbeats every second until stopped; any answer but 200 is kept for the test."""
-
-    def __init__(self, base_url: str, instance_id: str, token: str):
-        self.stopped = threading.Event()
-        self.failures: list[str] = []
-        self.thread = threading.Thread(target=self.run, args=(base_url, instance_id, token), daemon=True)
-        self.thread.start()
-
-    def run(self, base_url, instance_id, token):
-        session = requests.Session()
-        while not self.stopped.is_set():
-            try:
-                response = session.post(
-                    f"{base_url}/api/v1/instances/{instance_id}/heartbeat",
-                    json={"status": "healthy"},
-                    headers=bearer(token),
-                    timeout=10,
-                )
-                if response.status_code != 200:
-                    self.failures.append(f"{response.status_code} {response.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-            self.stopped.wait(1)
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join(timeout=15)
-
-
 # --- Prometheus ----------------------------------------------------------------------------------------
 
 # `type: Bearer` is spelled out: in http_sd_configs Prometheus does not default it (the header would carry
@@ -158,55 +120,6 @@ scrape_configs:
 """
 
 
-@contextmanager
-def prometheus(config: str):
-    """The Debian package's `prometheus` on a free loopback port, with a temporary config and storage."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail(
-            "The real-Prometheus test needs the `prometheus` binary (Debian package `prometheus`): "
-            "`make system-packages` installs it."
-        )
-    with tempfile.TemporaryDirectory(prefix="prom-sd-") as directory:
-        config_path = Path(directory) / "prometheus.yml"
-        config_path.write_text(config)
-        log_path = Path(directory) / "prometheus.log"
-        port = free_port()
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={Path(directory) / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(
-                        f"prometheus exited {process.returncode}:\n{log_path.read_text()[-4000:]}"
-                    )
-                try:
-                    if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, f"prometheus not ready:\n{log_path.read_text()[-4000:]}"
-                time.sleep(0.2)
-            yield url
-        except BaseException:
-            print(f"--- prometheus log ---\n{log_path.read_text()[-6000:]}")
-            raise
-        finally:
-            stop(process)
-
-
 def active_targets(prometheus_url: str) -> dict[str, list[dict]]:
     """Prometheus's active targets by scrape pool (job)."""
     response = requests.get(f"{prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=5)
@@ -215,18 +128,6 @@ def active_targets(prometheus_url: str) -> dict[str, list[dict]]:
     for target in response.json()["data"]["activeTargets"]:
         pools.setdefault(target["scrapePool"], []).append(target)
     return pools
-
-
-def wait_for(check, timeout: float, what: str):
-    """check() → (done, value) until done; the value then, or a failure naming the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, value = check()
-        if done:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s; last seen: {value!r}"[:3000])
-        time.sleep(0.25)
 
 
 def device_view(pools: dict[str, list[dict]]) -> dict[str, tuple[str, dict]]:
