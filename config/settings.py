@@ -125,6 +125,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.admission.AdmissionTicketMiddleware",  # first: holds the admission slot while the view runs
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.HttpMetricsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -1,4 +1,5 @@
-"""Request id, request log line, and the body-size limit (413 JSON before anything reads the body)."""
+"""Request id, request log line, the spec's HTTP metrics, and the body-size limit (413 JSON before anything
+reads the body)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http import JsonResponse
+from prometheus_client import Counter, Histogram
 
 from core.logging import reset_request_id, set_request_id
 
@@ -48,6 +50,46 @@ class RequestIdMiddleware:
             return response
         finally:
             reset_request_id(token)
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # no route: label values stay bounded whatever paths clients send
+REQUESTS = Counter(
+    "promsnmp_manager_http_requests_total",
+    "HTTP requests answered, by method, route pattern and status.",
+    ["method", "endpoint", "status"],
+)
+DURATION = Histogram(
+    "promsnmp_manager_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route pattern.",
+    ["method", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+
+def endpoint_label(request) -> str:
+    """The route pattern that served the request (`/api/v1/instances/<str:instance_id>/heartbeat`),
+    never the raw path: ids would make a series per instance. A path served with and without a trailing
+    slash is one endpoint."""
+    match = getattr(request, "resolver_match", None)
+    return "/" + match.route.rstrip("/") if match is not None and match.route else UNMATCHED
+
+
+class HttpMetricsMiddleware:
+    """promsnmp_manager_http_requests_total and promsnmp_manager_http_request_duration_seconds (the spec's
+    ManagerAPIErrors and ManagerAPIHighLatency rules read them)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.monotonic()
+        response = self.get_response(request)
+        method = request.method if request.method in HTTP_METHODS else "other"
+        endpoint = endpoint_label(request)
+        REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
+        DURATION.labels(method, endpoint).observe(time.monotonic() - started)
+        return response
 
 
 def body_limit_for(request) -> int:
