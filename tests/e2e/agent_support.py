@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,20 +89,12 @@ def wait_until(condition, timeout: float, what: str):
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-class LossyProxy:
-    """A TCP proxy on 127.0.0.1 in front of the manager that loses the answer to the first request whose
-    first line starts with `drop_first` (e.g. `POST /api/v1/sites/x/inventory/devices`): the request
-    reaches the manager and is applied, the manager's answer is read and thrown away, and the client's
-    connection is closed. What a client sees when a network drops a reply. Everything else (the REST
-    calls, the WebSocket) is relayed as is."""
+class LoopbackProxy:
+    """A TCP proxy on 127.0.0.1 in front of the manager: each connection's first read is handed to
+    `relay`, which decides what the client gets; subclasses say how a reply goes wrong."""
 
-    def __init__(self, upstream_port: int, drop_first: str):
-        import socket
-        import threading
-
+    def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
-        self.drop_first = drop_first.encode()
-        self.dropped = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -115,8 +110,6 @@ class LossyProxy:
         self._listener.close()
 
     def _accept(self) -> None:
-        import threading
-
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
@@ -125,34 +118,22 @@ class LossyProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client) -> None:
-        import socket
-
         try:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
         except OSError:
             client.close()
             return
         first = client.recv(65536)
-        with self._lock:
-            drop = first.startswith(self.drop_first) and self.dropped == 0
-            if drop:
-                self.dropped += 1
         upstream.sendall(first)
-        if drop:
-            self._pump(client, upstream, one_way=True)
-            with contextlib.suppress(OSError):
-                while upstream.recv(65536):  # the manager's answer, read to the end and lost
-                    pass
-            client.close()
-            upstream.close()
-            return
+        self.relay(client, upstream, first)
+
+    def relay(self, client, upstream, first: bytes) -> None:
+        """After the first read went upstream: everything relayed as is."""
         self._pump(client, upstream)
 
     @staticmethod
     def _pump(client, upstream, one_way: bool = False) -> None:
         """Relay both ways until either side closes (one_way: only the rest of the request, if any)."""
-        import selectors
-
         client.settimeout(None)
         upstream.settimeout(None)
         selector = selectors.DefaultSelector()
@@ -178,58 +159,49 @@ class LossyProxy:
                 upstream.close()
 
 
-class CuttingProxy:
-    """A TCP proxy on 127.0.0.1 in front of the manager that, while `cutting` is set, cuts short the
-    answer to every request whose first line starts with `cut_prefix` (e.g. `GET /api/v1/sites/x/
-    inventory?format=promsnmp`): the request reaches the manager, which answers in full; the client gets
-    the status line, the headers and half of the body, then the connection closes. What a client sees
-    when a transfer breaks off. `cut` counts the answers cut. Everything else (the REST calls, the
-    WebSocket) is relayed as is."""
+class LossyProxy(LoopbackProxy):
+    """Loses the answer to the first request whose first line starts with `drop_first` (e.g. `POST
+    /api/v1/sites/x/inventory/devices`): the request reaches the manager and is applied, the manager's
+    answer is read and thrown away, and the client's connection is closed. What a client sees when a
+    network drops a reply. Everything else (the REST calls, the WebSocket) is relayed as is."""
+
+    def __init__(self, upstream_port: int, drop_first: str):
+        self.drop_first = drop_first.encode()
+        self.dropped = 0
+        super().__init__(upstream_port)
+
+    def relay(self, client, upstream, first: bytes) -> None:
+        with self._lock:
+            drop = first.startswith(self.drop_first) and self.dropped == 0
+            if drop:
+                self.dropped += 1
+        if not drop:
+            self._pump(client, upstream)
+            return
+        self._pump(client, upstream, one_way=True)
+        with contextlib.suppress(OSError):
+            while upstream.recv(65536):  # the manager's answer, read to the end and lost
+                pass
+        client.close()
+        upstream.close()
+
+
+class CuttingProxy(LoopbackProxy):
+    """While `cutting` is set, cuts short the answer to every request whose first line starts with
+    `cut_prefix` (e.g. `GET /api/v1/sites/x/inventory?format=promsnmp`): the request reaches the manager,
+    which answers in full; the client gets the status line, the headers and half of the body, then the
+    connection closes. What a client sees when a transfer breaks off. `cut` counts the answers cut.
+    Everything else (the REST calls, the WebSocket) is relayed as is."""
 
     def __init__(self, upstream_port: int, cut_prefix: str):
-        import socket
-        import threading
-
-        self.upstream_port = upstream_port
         self.cut_prefix = cut_prefix.encode()
         self.cutting = False
         self.cut = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._closed = True
-        self._listener.close()
-
-    def _accept(self) -> None:
-        import threading
-
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client) -> None:
-        import socket
-
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
-        except OSError:
-            client.close()
-            return
-        first = client.recv(65536)
-        upstream.sendall(first)
+    def relay(self, client, upstream, first: bytes) -> None:
         if not (self.cutting and first.startswith(self.cut_prefix)):
-            LossyProxy._pump(client, upstream)
+            self._pump(client, upstream)
             return
         answer = b""
         with contextlib.suppress(OSError):
