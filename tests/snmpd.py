@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config.demo import free_udp_port  # the demo starts its snmpd the same way
 from tests.e2e.servers import stop
 
 COMMUNITY = "lab-ro-2c"
@@ -70,22 +70,6 @@ class Snmpd:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
-
-
-def free_udp_port(addresses: tuple[str, ...]) -> int:
-    """A UDP port free on every one of the addresses (checked by binding each, then let go)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
-            first.bind((addresses[0], 0))
-            port = first.getsockname()[1]
-            try:
-                for address in addresses[1:]:
-                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-                        other.bind((address, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no UDP port free on all of {addresses}")
 
 
 def _config(sys_name: str, sys_descr: str, sys_location: str, sys_contact: str) -> str:
