@@ -61,6 +61,9 @@ async def ended(socket: WebsocketCommunicator, code: int, error: str, within: fl
     close = await socket.receive_output(timeout=within)
     assert close["type"] == "websocket.close" and close["code"] == code, close
     took = time.monotonic() - started
+    # A real server answers the close with websocket.disconnect; without it the consumer waits for one
+    # and wait() only returns at its 1 s timeout.
+    await socket.send_input({"type": "websocket.disconnect", "code": code})
     await socket.wait()
     return took
 
