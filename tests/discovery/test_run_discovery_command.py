@@ -12,6 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core.models import AuditLog, OutboxMessage
 from discovery import runs
@@ -180,3 +181,18 @@ def test_wait_ends_with_exit_1_and_the_reason_when_the_run_does_not_complete(
     lines = out.getvalue().splitlines()
     assert lines[1] == f"{run.pk}: dispatched to promsnmp-chi-1 ({leader})"
     assert lines[-1] == f"{run.pk}: {last}"
+
+
+@pytest.mark.django_db
+def test_starting_a_run_takes_as_many_queries_for_two_seeds_as_for_ten(make_site, admin_api, register):
+    def queries(site: str, seed_count: int) -> int:
+        make_site(site)
+        register(site, f"{site}-leader")
+        names = [f"seed {index}" for index in range(seed_count)]
+        for name in names:
+            create_seed(admin_api, {**EDGE, "name": name}, site=site)
+        with CaptureQueriesContext(connection) as captured:
+            run_discovery(site, *names)
+        return len(captured)
+
+    assert queries("two-seeds", 2) == queries("ten-seeds", 10)
