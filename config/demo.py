@@ -6,8 +6,8 @@ It starts, in this order:
   user (SHA-256 / AES-256);
 - the manager in the embedded default (`manage.py serve`: SQLite, beat inside) on HOST:PORT, after
   migrate, collectstatic and bootstrap (the admin user and token, printed), with the three sites of the
-  spec's examples (chicago-pop-01, nyc-dc-01, london-colo-01), their seeds and one instance token per
-  agent;
+  spec's examples (chicago-pop-01, nyc-dc-01, london-colo-01), their seeds (config/demo_fleet.py, the
+  data `manage.py seed_demo` writes too) and one instance token per agent;
 - one reference agent (`python -m agent --loopback-only`) per instance: two in london-colo-01, whose
   minReplicas is 2 in the spec's example (chicago-pop-01's is 1 here: it has one agent);
 - a first discovery run of every site once it has its leader and its instances.
@@ -50,13 +50,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 
+from config.demo_fleet import CONTACT, SITES, V2C, V3, Device, demo_fleet_create
 from config.run_prod import close_database_connections, stop_all
 from core.audit import Actor
-from core.errors import InvalidInput
 from core.services import token_create
-from inventory.seeds import parse_seed, seed_create
-from sites.api import SiteIn, model_values
-from sites.services import site_create
 
 DEFAULT_STATE_DIR = settings.BASE_DIR / "var" / "demo"
 MARKER = ".promsnmp-demo"  # in a state dir the demo made; also its lock (one demo per directory)
@@ -87,181 +84,6 @@ NAME_WIDTH = 18  # the longest process name ("promsnmp-london-2") and a little m
 OUTPUT_LOCK = threading.Lock()
 REQUEST_LOG_LINE = re.compile(r" INFO promsnmp\.request ")  # kept in the log file, not shown
 
-# The spec's example credentials (its "Add Devices" and "Create Discovery Seed" bodies).
-V2C = {"version": 2, "readCommunity": "public123"}
-V3 = {
-    "version": 3,
-    "securityName": "monitor",
-    "securityLevel": "authPriv",
-    "authProtocol": "SHA256",
-    "authPassphrase": "authpass123",
-    "privProtocol": "AES256",
-    "privPassphrase": "privpass123",
-}
-# Short SNMP waits: every device is on loopback. Scans stay within the seed (a /29: 8 addresses).
-SEED_OPTIONS = {"timeout": 1500, "retries": 1, "maxConcurrent": 50}
-CONTACT = "noc@example.com"
-
-
-@dataclass(frozen=True)
-class Device:
-    """One snmpd: a device of a seed, answering v2c (V2C) or v3 (V3) only."""
-
-    sys_name: str
-    address: str
-    sys_descr: str
-    sys_location: str
-    snmp: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Seed:
-    name: str
-    targets: tuple[str, ...]
-    snmp: dict[str, Any]
-    devices: tuple[Device, ...]
-
-    def body(self, port: int) -> dict[str, Any]:
-        """As POST /api/v1/sites/{siteId}/discovery-seeds takes it (no schedule: the site's cron runs it)."""
-        return {
-            "name": self.name,
-            "targets": list(self.targets),
-            "snmpConfig": self.snmp,
-            "enabled": True,
-            "options": {**SEED_OPTIONS, "port": port},
-        }
-
-
-@dataclass(frozen=True)
-class DemoSite:
-    body: dict[str, Any]  # as POST /api/v1/sites takes it: the spec's examples
-    agents: tuple[str, ...]  # the hostnames of its reference agents
-    seeds: tuple[Seed, ...]
-
-    @property
-    def id(self) -> str:
-        return self.body["id"]
-
-    @property
-    def devices(self) -> tuple[Device, ...]:
-        return tuple(device for seed in self.seeds for device in seed.devices)
-
-
-SITES = (
-    DemoSite(
-        body={
-            "id": "chicago-pop-01",
-            "label": "Chicago POP",
-            "description": "Primary aggregation point",
-            "location": {
-                "address": "350 E Cermak Rd, Chicago, IL",
-                "latitude": 41.853742,
-                "longitude": -87.618805,
-            },
-            "config": {
-                "timezone": "America/Chicago",
-                "minReplicas": 1,
-                "discoveryEnabled": True,
-                "discoveryCron": "0 0 2 * * *",
-            },
-        },
-        agents=("promsnmp-chicago-1",),
-        seeds=(
-            Seed(
-                "Core Network",
-                ("127.0.1.0/29",),
-                V2C,
-                (
-                    Device(
-                        "core-rtr-01.chicago",
-                        "127.0.1.1",
-                        "Cisco IOS XR Software, Version 7.3.2",
-                        "Chicago POP, Rack A1",
-                        V2C,
-                    ),
-                    Device(
-                        "access-sw-15.chicago",
-                        "127.0.1.2",
-                        "Cisco Catalyst 9300",
-                        "Chicago POP, Rack B3",
-                        V2C,
-                    ),
-                ),
-            ),
-        ),
-    ),
-    DemoSite(
-        body={
-            "id": "nyc-dc-01",
-            "label": "NYC Data Center",
-            "description": "East coast data center",
-            "location": {"address": "New York, NY", "latitude": 40.7128, "longitude": -74.006},
-            "config": {
-                "timezone": "America/New_York",
-                "minReplicas": 1,
-                "discoveryEnabled": True,
-                "discoveryCron": "0 0 2 * * *",
-            },
-        },
-        agents=("promsnmp-nyc-1",),
-        seeds=(
-            Seed(
-                "Distribution Layer",
-                ("127.0.2.0/29",),
-                V3,
-                (
-                    Device("dist-sw-01.nyc", "127.0.2.1", "Juniper Networks QFX5120", "NYC DC, Row 4", V3),
-                    Device("dist-sw-02.nyc", "127.0.2.2", "Juniper Networks QFX5120", "NYC DC, Row 5", V3),
-                ),
-            ),
-        ),
-    ),
-    DemoSite(
-        body={
-            "id": "london-colo-01",
-            "label": "London Colocation",
-            "description": "EMEA regional hub",
-            "location": {"address": "London, UK", "latitude": 51.5074, "longitude": -0.1278},
-            "config": {
-                "timezone": "Europe/London",
-                "minReplicas": 2,
-                "discoveryEnabled": True,
-                "discoveryCron": "0 0 3 * * *",
-            },
-        },
-        agents=("promsnmp-london-1", "promsnmp-london-2"),
-        seeds=(
-            Seed(
-                "Core Network",
-                ("127.0.3.0/29",),
-                V2C,
-                (
-                    Device(
-                        "core-rtr-01.london",
-                        "127.0.3.1",
-                        "Cisco IOS XR Software, Version 7.3.2",
-                        "London Colocation, Cage 12",
-                        V2C,
-                    ),
-                ),
-            ),
-            Seed(
-                "Distribution Layer",
-                ("127.0.3.8/29",),
-                V3,
-                (
-                    Device(
-                        "dist-sw-01.london",
-                        "127.0.3.9",
-                        "Arista Networks EOS version 4.31",
-                        "London Colocation, Cage 12",
-                        V3,
-                    ),
-                ),
-            ),
-        ),
-    ),
-)
 FINISHED_RUN_STATUSES = ("completed", "failed", "timed_out", "cancelled")
 
 
@@ -443,9 +265,14 @@ def prepare(snmp_port: int) -> tuple[tuple[str, str], dict[str, str], str]:
     if created is None:
         raise DemoError(f"bootstrap created no admin user:\n{output.getvalue()}")
     actor = Actor.command("demo")
+    # Sites and seeds only: discovery finds the devices snmpd plays.
+    demo_fleet_create(actor=actor, sites=SITES, snmp_port=snmp_port, with_devices=False)
     tokens = {}
     for site in SITES:
-        create_site(actor, site, snmp_port)
+        say(
+            "demo",
+            f"site {site.id}: seeds " + ", ".join(f"{s.name} {' '.join(s.targets)}" for s in site.seeds),
+        )
         for hostname in site.agents:
             _, tokens[hostname] = token_create(
                 actor=actor, name=f"demo agent {hostname}", scopes=["instance"], site_id=site.id
@@ -453,20 +280,6 @@ def prepare(snmp_port: int) -> tuple[tuple[str, str], dict[str, str], str]:
     _, launcher = token_create(actor=actor, name="demo launcher", scopes=["write"], expires_days=1)
     close_database_connections()  # the manager and the agents write from now on
     return (created.group(1), created.group(2)), tokens, launcher
-
-
-def create_site(actor: Actor, site: DemoSite, snmp_port: int) -> None:
-    """The site and its seeds, read with the API's own rules."""
-    serializer = SiteIn(data=site.body)
-    if not serializer.is_valid():
-        raise InvalidInput(serializer.errors)
-    site_create(actor=actor, site_id=site.id, values=model_values(serializer.validated_data))
-    for seed in site.seeds:
-        parsed, errors = parse_seed(seed.body(snmp_port))
-        if parsed is None:
-            raise InvalidInput(errors)
-        seed_create(actor=actor, site_id=site.id, seed=parsed)
-    say("demo", f"site {site.id}: seeds " + ", ".join(f"{s.name} {' '.join(s.targets)}" for s in site.seeds))
 
 
 # --- processes ---------------------------------------------------------------------------------------------

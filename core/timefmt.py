@@ -35,3 +35,13 @@ def parse_timestamp(value: Any) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError:
         return None
+
+
+def short_age(seconds: float) -> str:
+    """A duration as kubectl's AGE column writes it, in its largest whole unit: 45s, 12m, 3h, 2d.
+    A negative one (a clock ahead of ours) is 0s."""
+    seconds = max(int(seconds), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -4,6 +4,7 @@ every number comes from the same snapshot and the same `now`."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ ALERT_TYPES = ("site_offline", "site_no_leader", "site_degraded", "instance_offl
 @dataclass(frozen=True)
 class InstanceState:
     id: str
+    hostname: str
     is_leader: bool
     status: str  # liveness: healthy, degraded, offline
     reported_status: str
@@ -50,6 +52,10 @@ class SiteState:
     last_discovery_at: datetime | None
     created_at: datetime
 
+    @property
+    def leader(self) -> InstanceState | None:
+        return next((i for i in self.instances if i.id == self.leader_id), None)
+
 
 @dataclass(frozen=True)
 class FleetState:
@@ -57,12 +63,17 @@ class FleetState:
     sites: tuple[SiteState, ...]
 
 
-def fleet_state(*, site_id: str | None = None, now: datetime | None = None) -> FleetState:
-    """Every site (only `site_id` for a token bound to it), ordered by id: two queries."""
+def fleet_state(
+    *, site_id: str | None = None, site_ids: Collection[str] | None = None, now: datetime | None = None
+) -> FleetState:
+    """Every site (only `site_id` for a token bound to it; only `site_ids` when given), ordered by id:
+    two queries."""
     now = now or timezone.now()
     queryset = Site.objects.order_by("id")
     if site_id is not None:
         queryset = queryset.filter(pk=site_id)
+    if site_ids is not None:
+        queryset = queryset.filter(pk__in=list(site_ids))
     sites = []
     for site in sites_with_instances(queryset):
         instances = list(site.instances.all())
@@ -75,6 +86,7 @@ def fleet_state(*, site_id: str | None = None, now: datetime | None = None) -> F
                 instances=tuple(
                     InstanceState(
                         id=i.id,
+                        hostname=i.hostname,
                         is_leader=i.is_leader,
                         status=liveness(i.last_heartbeat, now),
                         reported_status=i.reported_status,

@@ -192,3 +192,16 @@ def seed_get(site_id: str, seed_id: str) -> DiscoverySeed:
     if seed is None:
         raise NotFoundError(f"No discovery seed {seed_id!r} in site {site_id!r}.")
     return seed
+
+
+def seed_ids_by_reference(site_id: str, references: list[str]) -> list[str]:
+    """Seed ids for references to the site's seeds by id or by name (unique in a site), in the order
+    given; a reference that is neither comes back as it is, for the service it goes to to refuse."""
+    found = DiscoverySeed.objects.filter(site_id=site_id).filter(
+        Q(pk__in=references) | Q(name__in=references)
+    )
+    ids, names = set(), {}
+    for seed_id, name in found.values_list("id", "name"):
+        ids.add(seed_id)
+        names[name] = seed_id
+    return [reference if reference in ids else names.get(reference, reference) for reference in references]
