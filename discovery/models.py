@@ -52,4 +52,5 @@ class DiscoveryRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} ({self.site_id}, {self.status})"
+        # No status: the run's admin page follows it live, a heading with the status would go stale.
+        return f"{self.id} ({self.site_id})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.errors import NotFoundError
 from core.timefmt import iso_z
-from discovery.models import DiscoveryRun
+from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun
 
 
 def run_representation(run: DiscoveryRun) -> dict:
@@ -26,6 +26,26 @@ def run_representation(run: DiscoveryRun) -> dict:
         "estimatedTargets": run.targets_estimated,
         "createdAt": iso_z(run.created_at),
         "dispatchedAt": iso_z(run.dispatched_at),
+    }
+
+
+def run_percent(run: DiscoveryRun) -> int | None:
+    """Targets scanned of those estimated, in whole percent, at most 100 (a leader may scan more than the
+    estimate); None when the seeds cover no address to count."""
+    if not run.targets_estimated:
+        return None
+    return min(100, run.targets_scanned * 100 // run.targets_estimated)
+
+
+def run_live_state(run: DiscoveryRun) -> dict:
+    """A run as its admin page follows it: the API's representation, whether it is still active (pending,
+    dispatched or running), its progress and every instance it was dispatched to."""
+    return {
+        **run_representation(run),
+        "active": run.status in ACTIVE_RUN_STATUSES,
+        "percent": run_percent(run),
+        "dispatchHistory": list(run.dispatch_history),
+        "dispatchCount": run.dispatch_count,
     }
 
 

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 
 from core.admin import admin_actor, error_text
 from core.errors import ApiError
+from discovery.admin import SiteDiscoveryRuns
 from instances.admin import (
     SITE_STATE_FIELDS,
     SITE_STATUS_COLUMNS,
@@ -33,10 +34,11 @@ def refresh_inventory(modeladmin: admin.ModelAdmin, request, queryset) -> None:
         )
 
 
+# discovery contributes "Run discovery now": an action, and a button on the site's page (SiteDiscoveryRuns).
 @admin.register(Site)
-class SiteAdmin(SiteInstancesColumns, SiteAdminBase):
+class SiteAdmin(SiteDiscoveryRuns, SiteInstancesColumns, SiteAdminBase):
     list_display = ("id", "label", *SITE_STATUS_COLUMNS, "config_version", "leader_term", "inventory_version")
     fieldsets = site_fieldsets((*SITE_STATE_FIELDS, *STATE_FIELDS))
     readonly_fields = ("config_version", *SITE_STATE_FIELDS, *STATE_FIELDS)
     inlines = (InstanceInline,)
-    actions = (force_election, refresh_inventory)
+    actions = (force_election, refresh_inventory, "run_discovery_now")

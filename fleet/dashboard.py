@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from discovery.admin import may_view_runs, site_runs_url
 from fleet import selectors
 from instances.liveness import OFFLINE
 
@@ -55,7 +56,7 @@ def _site_row(site: selectors.SiteState) -> SiteRow:
         devices_url=reverse("admin:inventory_device_changelist")
         + "?"
         + urlencode({"site__id__exact": site.id}),
-        discovery_runs_url=reverse("discovery-runs", kwargs={"site_id": site.id}),
+        discovery_runs_url=site_runs_url(site.id),
     )
 
 
@@ -91,5 +92,6 @@ def fleet_dashboard(request):
         "sites": [_site_row(site) for site in state.sites],
         "updated_at": state.now,
         "refresh_seconds": _refresh_seconds(request.GET.get("refresh")),
+        "may_view_runs": may_view_runs(request),
     }
     return TemplateResponse(request, "admin/fleet/dashboard.html", context)

@@ -8,7 +8,8 @@ as the actor.
 
 Secrets are never decrypted here: an agent shows which secrets it has ("readCommunity: ****") from
 credential_keys, and the ciphertext column is not even loaded. Each site's inventory version is on
-the site admin (sites/admin.py).
+the site admin (sites/admin.py). The seeds' admin is a base here, registered by discovery/admin.py,
+which adds "Run discovery now".
 """
 
 from __future__ import annotations
@@ -199,9 +200,10 @@ class DeviceAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
 
 # The seeds API and PUT inventory write seeds, each change an inventory version ("Delete selected seeds",
-# not delete: through the service, one version each).
-@admin.register(DiscoverySeed)
-class DiscoverySeedAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+# not delete: through the service, one version each). Not registered here: discovery registers it with
+# its "Run discovery now" action (discovery/admin.py), as fleet composes the Site admin; inventory
+# cannot import discovery.
+class DiscoverySeedAdminBase(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "name",
         "site",

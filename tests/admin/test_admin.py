@@ -408,7 +408,8 @@ def test_site_changelist_shows_status_leader_and_versions(admin, make_site, regi
 
 def test_the_site_admin_is_one_registration_composed_of_each_apps_part(admin, make_site):
     """sites gives the form, fields and writes, instances the status columns, the inline and forced
-    election, fleet the inventory refresh; fleet/admin.py registers the one class that composes them."""
+    election, discovery "Run discovery now", fleet the inventory refresh; fleet/admin.py registers the one
+    class that composes them."""
     site_id = make_site("chicago")
     response = admin.get(page(SITES, site_id, "change"))
     model_admin = response.context["adminform"].model_admin
@@ -422,7 +423,7 @@ def test_the_site_admin_is_one_registration_composed_of_each_apps_part(admin, ma
     assert state[:3] == ("status", "leader", "leader_term")
     assert [type(inline) for inline in model_admin.get_inline_instances(request, site)] == [InstanceInline]
     actions = list(model_admin.get_actions(request))
-    assert actions == ["delete_selected", "force_election", "refresh_inventory"]
+    assert actions == ["delete_selected", "force_election", "refresh_inventory", "run_discovery_now"]
 
 
 # --- instances and leadership ----------------------------------------------------------------------

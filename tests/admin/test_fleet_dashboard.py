@@ -172,7 +172,7 @@ def test_the_dashboard_shows_status_summary_alerts_and_sites(admin_client, fleet
         f"/admin/sites/site/{CHICAGO}/change/",
         instance_url(chicago_leader),
         f"/admin/inventory/device/?site__id__exact={CHICAGO}",
-        f"/api/v1/sites/{CHICAGO}/discovery-runs",
+        f"/admin/discovery/discoveryrun/?site__id__exact={CHICAGO}",
     ]
     cells, links, status = sites[NYC]
     assert (status, cells[1:4]) == ("degraded", ["degraded", nyc_leader, "1 / 2"])
@@ -194,8 +194,8 @@ def test_the_links_lead_where_they_say(admin_client, fleet):
     _, links, _ = next(row for row in page.rows("fleet-sites") if row[2]["data-site"] == CHICAGO)
     assert admin_client.get(links[1]).context["original"].pk == fleet["chicago"][0]
     assert admin_client.get(links[2]).context["cl"].result_count == 2
-    runs = admin_client.get(links[3])  # the API, with the staff session
-    assert runs.status_code == 200 and "discoveryRuns" in runs.json()
+    runs = admin_client.get(links[3])  # the runs list, filtered to the site
+    assert runs.status_code == 200 and runs.context["cl"].has_active_filters
 
 
 def test_an_empty_fleet_is_healthy_and_says_so(admin_client):
@@ -245,12 +245,14 @@ def test_only_staff_who_may_view_sites_see_it(db, django_user_model, fleet):
     assert response.status_code == 200
     page = _Page(response.content.decode())
     assert page.texts["fleet-status"] == "degraded"
-    _, links, _ = page.rows("fleet-sites")[1]  # chicago: no devices link without view_device
-    assert links == [
-        f"/admin/sites/site/{CHICAGO}/change/",
-        instance_url(fleet["chicago"][0]),
-        f"/api/v1/sites/{CHICAGO}/discovery-runs",
-    ]
+    _, links, _ = page.rows("fleet-sites")[1]  # chicago: no devices or runs links without their permission
+    assert links == [f"/admin/sites/site/{CHICAGO}/change/", instance_url(fleet["chicago"][0])]
+
+    user.user_permissions.add(Permission.objects.get(codename="view_discoveryrun"))
+    user = type(user).objects.get(pk=user.pk)  # fresh: permissions are cached
+    client.force_login(user)
+    _, links, _ = _Page(client.get(DASHBOARD).content.decode()).rows("fleet-sites")[1]
+    assert links[2:] == [f"/admin/discovery/discoveryrun/?site__id__exact={CHICAGO}"]
     assert 'id="fleet-dashboard-link"' in client.get("/admin/").content.decode()
 
 
