@@ -398,7 +398,16 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 0) or None
 GUNICORN_WORKERS = env_int("GUNICORN_WORKERS", 2)
 GUNICORN_THREADS = env_int("GUNICORN_THREADS", 8)
 GUNICORN_REQUEST_READ_TIMEOUT_SECONDS = env_int("GUNICORN_REQUEST_READ_TIMEOUT_SECONDS", 10)
-for _name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_REQUEST_READ_TIMEOUT_SECONDS"):
+# gunicorn's --timeout: the master restarts a worker silent for this long. Our threaded worker's main loop
+# stays responsive while its threads work, so it bounds a stuck worker, not a long request (a large
+# import is a job: Prefer: respond-async; docs/decisions.md).
+GUNICORN_TIMEOUT = env_int("GUNICORN_TIMEOUT", 30)
+for _name in (
+    "GUNICORN_WORKERS",
+    "GUNICORN_THREADS",
+    "GUNICORN_REQUEST_READ_TIMEOUT_SECONDS",
+    "GUNICORN_TIMEOUT",
+):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1")
 if (CELERY_WORKER_CONCURRENCY or 1) < 1:
