@@ -644,6 +644,7 @@ class SiteImportJobs:
 @admin.register(ImportJob)
 class ImportJobAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ("job", "site", "kind", "status", "mode", "file_name", "requested_by", "created_at")
+    list_display_links = None  # each row's link is to the job's page (the "job" column)
     list_filter = ("status", "dry_run", "site")
     list_select_related = ("site",)
     search_fields = ("id", "file_name", "requested_by")

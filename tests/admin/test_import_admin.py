@@ -271,3 +271,4 @@ def test_the_status_view_and_the_jobs_list_take_the_same_queries_whatever_the_si
         listed.append(len(queries))
     assert listed[0] == listed[1]
     assert page.content.decode().count(f'href="/admin/sites/site/{SITE}/import-jobs/imp_') == 12
+    assert "/admin/inventory/importjob/imp_" not in page.content.decode()  # one link per row: the job's page
