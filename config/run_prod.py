@@ -152,6 +152,7 @@ def gunicorn_arguments() -> list[str]:
     return [
         *("--worker-class", "config.gunicorn.ThreadWorker", "--threads", str(settings.GUNICORN_THREADS)),
         *("--forwarded-allow-ips", "", "--graceful-timeout", str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS)),
+        *("--timeout", str(settings.GUNICORN_TIMEOUT)),
     ]
 
 

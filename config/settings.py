@@ -231,6 +231,11 @@ DISCOVERY_SWEEP_INTERVAL_SECONDS = env_int("DISCOVERY_SWEEP_INTERVAL_SECONDS", 6
 INVENTORY_CHANGE_LOG_RETENTION = env_int("INVENTORY_CHANGE_LOG_RETENTION", 1000)
 MAX_INVENTORY_BODY_BYTES = env_int("MAX_INVENTORY_BODY_BYTES", 64 * 1024 * 1024)
 MAX_SEED_ADDRESSES = env_int("MAX_SEED_ADDRESSES", 65536)
+# PUT inventory bodies larger than this are imported as jobs (202 + Location) even without
+# `Prefer: respond-async`; 0 (the default) never: only clients that ask get a 202.
+INVENTORY_IMPORT_ASYNC_BYTES = env_int("INVENTORY_IMPORT_ASYNC_BYTES", 0)
+if INVENTORY_IMPORT_ASYNC_BYTES < 0:
+    raise ImproperlyConfigured("INVENTORY_IMPORT_ASYNC_BYTES must be 0 (never) or more")
 # POST …/inventory/devices with an Idempotency-Key: the answer is kept this long for repeats (24 h).
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 86400)
 for _name in (
@@ -248,7 +253,11 @@ for _name in (
 
 # Body size: 10 MB for ordinary requests (larger → 413 JSON, see core.middleware).
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024)
-LARGE_BODY_ROUTES = [("PUT", r"/api/v1/sites/[^/]+/inventory/?", "MAX_INVENTORY_BODY_BYTES")]
+LARGE_BODY_ROUTES = [
+    ("PUT", r"/api/v1/sites/[^/]+/inventory/?", "MAX_INVENTORY_BODY_BYTES"),
+    # The admin's upload of an inventory file (inventory/admin.py, SiteImportJobs).
+    ("POST", r"/admin/sites/site/[^/]+/import-inventory/", "MAX_INVENTORY_BODY_BYTES"),
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BODY_BYTES, MAX_INVENTORY_BODY_BYTES)
 
 # Reverse proxies in front of us whose X-Forwarded-For / X-Forwarded-Proto we trust.
@@ -389,7 +398,16 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 0) or None
 GUNICORN_WORKERS = env_int("GUNICORN_WORKERS", 2)
 GUNICORN_THREADS = env_int("GUNICORN_THREADS", 8)
 GUNICORN_REQUEST_READ_TIMEOUT_SECONDS = env_int("GUNICORN_REQUEST_READ_TIMEOUT_SECONDS", 10)
-for _name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_REQUEST_READ_TIMEOUT_SECONDS"):
+# gunicorn's --timeout: the master restarts a worker silent for this long. Our threaded worker's main loop
+# stays responsive while its threads work, so it bounds a stuck worker, not a long request (a large
+# import is a job: Prefer: respond-async; docs/decisions.md).
+GUNICORN_TIMEOUT = env_int("GUNICORN_TIMEOUT", 30)
+for _name in (
+    "GUNICORN_WORKERS",
+    "GUNICORN_THREADS",
+    "GUNICORN_REQUEST_READ_TIMEOUT_SECONDS",
+    "GUNICORN_TIMEOUT",
+):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1")
 if (CELERY_WORKER_CONCURRENCY or 1) < 1:

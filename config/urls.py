@@ -31,6 +31,11 @@ api_v1 = [
         "inventory-changes",
     ),
     *v1(
+        "sites/<str:site_id>/inventory/import-jobs/<str:job_id>",
+        inventory_api.ImportJobView.as_view(),
+        "inventory-import-job",
+    ),
+    *v1(
         "sites/<str:site_id>/inventory/devices",
         inventory_api.InventoryDevicesView.as_view(),
         "inventory-devices",

@@ -1,7 +1,8 @@
 """The Site admin, registered once. fleet sits on top of every app, so it composes what each contributes:
 sites the form, the fields and the writes (SiteAdminBase); instances the status, instance count and
-leader columns, the instances inline and "Force election"; and fleet "Refresh inventory", an action
-that needs inventory as well as instances."""
+leader columns, the instances inline and "Force election"; inventory "Upload PromSNMP inventory" (its
+pages, SiteImportJobs); and fleet "Refresh inventory", an action that needs inventory as well as
+instances."""
 
 from django.contrib import admin, messages
 
@@ -15,6 +16,7 @@ from instances.admin import (
     SiteInstancesColumns,
     force_election,
 )
+from inventory.admin import SiteImportJobs
 from inventory.refresh import inventory_refresh_request
 from sites.admin import STATE_FIELDS, SiteAdminBase, site_fieldsets
 from sites.models import Site
@@ -36,7 +38,7 @@ def refresh_inventory(modeladmin: admin.ModelAdmin, request, queryset) -> None:
 
 # discovery contributes "Run discovery now": an action, and a button on the site's page (SiteDiscoveryRuns).
 @admin.register(Site)
-class SiteAdmin(SiteDiscoveryRuns, SiteInstancesColumns, SiteAdminBase):
+class SiteAdmin(SiteDiscoveryRuns, SiteImportJobs, SiteInstancesColumns, SiteAdminBase):
     list_display = ("id", "label", *SITE_STATUS_COLUMNS, "config_version", "leader_term", "inventory_version")
     fieldsets = site_fieldsets((*SITE_STATE_FIELDS, *STATE_FIELDS))
     readonly_fields = ("config_version", *SITE_STATE_FIELDS, *STATE_FIELDS)

@@ -10,19 +10,39 @@ Secrets are never decrypted here: an agent shows which secrets it has ("readComm
 credential_keys, and the ciphertext column is not even loaded. Each site's inventory version is on
 the site admin (sites/admin.py). The seeds' admin is a base here, registered by discovery/admin.py,
 which adds "Run discovery now".
+
+inventory's part of the Site admin (composed in fleet/admin.py) is SiteImportJobs: "Upload PromSNMP
+inventory" on a site's page, a dry run that shows what would change, "Apply", and the job's page with
+its progress bar; the work runs in import jobs (inventory.jobs), never in the request. Import jobs are
+listed read-only.
 """
 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Subquery
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
 from core.admin import ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
-from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
+from inventory import jobs
+from inventory.models import Agent, Device, DiscoverySeed, ImportJob, ImportPayload, InventoryChange
+from inventory.parsing import MODES
+from inventory.promsnmp import DEFAULT_KEY, FORMATS, PromSnmpFileError, read_document
 from inventory.seeds import seed_delete
 from inventory.services import device_delete
 from snmp.credentials import MASK, VERSION_LABELS, masked
@@ -374,3 +394,275 @@ class InventoryChangeAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="removed device ids")
     def removed(self, change: InventoryChange) -> str:
         return self._ids(change.removed_ids)
+
+
+# --- import jobs: the Site admin's "Upload PromSNMP inventory" (composed in fleet/admin.py) ---------
+
+IMPORT_PERMISSION = "inventory.change_device"  # every mode adds and updates devices (and seeds)
+REMOVE_PERMISSION = "inventory.delete_device"  # replace also removes what the file does not have
+ERRORS_SHOWN = 100  # of a failed job's invalid fields, on its page
+_MODE_HELP = {
+    "merge": "add new devices and seeds, update changed ones, keep the others",
+    "replace": "as merge, and remove the devices (and seeds, if the file has any) it does not have",
+    "addOnly": "only add new devices and seeds; leave existing ones as they are",
+}
+MODE_CHOICES = [(mode, f"{mode}: {_MODE_HELP[mode]}") for mode in MODES]
+
+
+def _may_import(request) -> bool:
+    return request.user.has_perm(IMPORT_PERMISSION)
+
+
+def _may_import_mode(request, mode: str) -> bool:
+    return _may_import(request) and (mode != "replace" or request.user.has_perm(REMOVE_PERMISSION))
+
+
+class InventoryUploadForm(forms.Form):
+    """Reads the file in the request (size, decryption with the key, JSON, an inventory document): what
+    is wrong there is a form error. Whether its devices and seeds are valid is the dry run's to say."""
+
+    file = forms.FileField(
+        help_text="A PromSNMP inventory file, plain JSON or encrypted (as PromSNMP writes it), or the "
+        "manager's own JSON document (export_inventory)."
+    )
+    key = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=64,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=f"PROM_ENCRYPT_KEY of an encrypted file; empty: PromSNMP's default key {DEFAULT_KEY}. "
+        "Used to read the file now and never stored.",
+    )
+    mode = forms.ChoiceField(choices=MODE_CHOICES, initial="merge", widget=forms.RadioSelect)
+    format = forms.ChoiceField(
+        choices=(("", "detect"), *((f, f) for f in FORMATS)),
+        required=False,
+        help_text="Detected from the file when left at 'detect'.",
+    )
+
+    def __init__(self, *args, may_remove: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.may_remove = may_remove
+
+    def clean(self):
+        data = super().clean()
+        if data.get("mode") == "replace" and not self.may_remove:
+            self.add_error("mode", "Replace removes devices: it needs the permission to delete devices.")
+        upload = data.get("file")
+        if upload is None:
+            return data
+        limit = settings.MAX_INVENTORY_BODY_BYTES
+        if upload.size > limit:
+            self.add_error(
+                "file", f"The file is {upload.size} bytes; at most {limit} (MAX_INVENTORY_BODY_BYTES)."
+            )
+            return data
+        try:
+            data["loaded"] = read_document(
+                upload.read(), key=data.get("key") or None, format=data.get("format") or None
+            )
+        except PromSnmpFileError as exc:
+            self.add_error("key" if data.get("key") and "key" in str(exc) else "file", str(exc))
+        return data
+
+
+class SiteImportJobs:
+    """Site admin mixin: "Upload PromSNMP inventory" on the site's page → the form → a dry run (an import
+    job) whose page shows what would change → "Apply" (a second job) → its page, with a progress bar fed
+    by a staff-only JSON view, then the result. Only for users who may change devices (replace: also
+    delete them); the others see no button and get 403."""
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(view)
+
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/import-inventory/",
+                wrap(self.import_upload_view),
+                name=f"{name}_import_inventory",
+            ),
+            path(
+                "<path:object_id>/import-jobs/<str:job_id>/",
+                wrap(self.import_job_view),
+                name=f"{name}_import_job",
+            ),
+            path(
+                "<path:object_id>/import-jobs/<str:job_id>/status/",
+                wrap(self.import_job_status_view),
+                name=f"{name}_import_job_status",
+            ),
+            path(
+                "<path:object_id>/import-jobs/<str:job_id>/apply/",
+                wrap(self.import_job_apply_view),
+                name=f"{name}_import_job_apply",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if _may_import(request):
+            extra_context = {
+                **(extra_context or {}),
+                "import_inventory_url": reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_import_inventory", args=[object_id]
+                ),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- helpers ---
+
+    def _import_site(self, request, object_id: str):
+        """The site, for a user who may see it and import into it (else 403; 404 for no such site)."""
+        if not _may_import(request):
+            raise PermissionDenied
+        site = get_object_or_404(self.model, pk=object_id)
+        if not self.has_view_or_change_permission(request, site):
+            raise PermissionDenied
+        return site
+
+    def _job_url(self, view: str, site_id: str, job_id: str) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_import_{view}", args=[quote(site_id), job_id]
+        )
+
+    def _context(self, request, site, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "site_obj": site,
+            "title": title,
+            "site_url_admin": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[quote(site.pk)]
+            ),
+        }
+
+    # --- views ---
+
+    @method_decorator(sensitive_post_parameters("key"))
+    def import_upload_view(self, request, object_id: str):
+        site = self._import_site(request, object_id)
+        may_remove = request.user.has_perm(REMOVE_PERMISSION)
+        if request.method == "POST":
+            form = InventoryUploadForm(request.POST, request.FILES, may_remove=may_remove)
+            if form.is_valid():
+                data, upload = form.cleaned_data, form.cleaned_data["file"]
+                loaded = data["loaded"]
+                try:
+                    job = jobs.import_job_create(
+                        actor=admin_actor(request),
+                        site_id=site.pk,
+                        document=loaded.document,
+                        document_format=loaded.format,
+                        mode=data["mode"],
+                        dry_run=True,
+                        source="admin",
+                        file_name=upload.name or "",
+                        encrypted=loaded.encrypted,
+                        size_bytes=upload.size,
+                    )
+                except ApiError as exc:
+                    form.add_error(None, error_text(exc))
+                else:
+                    if loaded.encrypted and not data.get("key"):
+                        self.message_user(
+                            request, "The file is encrypted; it was decrypted with PromSNMP's default key."
+                        )
+                    elif data.get("key") and not loaded.encrypted:
+                        self.message_user(request, "The file is not encrypted; the key was not needed.")
+                    return HttpResponseRedirect(self._job_url("job", site.pk, job.pk))
+        else:
+            form = InventoryUploadForm(may_remove=may_remove)
+        context = {
+            **self._context(request, site, f"Upload PromSNMP inventory into {site.pk}"),
+            "form": form,
+            "max_bytes": settings.MAX_INVENTORY_BODY_BYTES,
+        }
+        return TemplateResponse(request, "admin/inventory/import_upload.html", context)
+
+    def import_job_view(self, request, object_id: str, job_id: str):
+        site = self._import_site(request, object_id)
+        job = get_object_or_404(ImportJob, pk=job_id, site_id=site.pk)
+        applied = None
+        can_apply = False
+        if job.dry_run and job.status == ImportJob.Status.SUCCEEDED:
+            applied = job.applies.first()
+            can_apply = (
+                applied is None
+                and _may_import_mode(request, job.mode)
+                and ImportPayload.objects.filter(job=job).exists()
+            )
+        error_fields = list((job.error or {}).get("fields", {}).items())
+        context = {
+            **self._context(request, site, "Dry run" if job.dry_run else "Import"),
+            "job": job,
+            "percent": jobs.job_percent(job),
+            "status_url": self._job_url("job_status", site.pk, job.pk),
+            "apply_url": self._job_url("job_apply", site.pk, job.pk) if can_apply else None,
+            "applied": applied,
+            "applied_url": self._job_url("job", site.pk, applied.pk) if applied else None,
+            "preview_url": self._job_url("job", site.pk, job.preview_id) if job.preview_id else None,
+            "upload_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_import_inventory", args=[quote(site.pk)]
+            ),
+            "devices_url": reverse("admin:inventory_device_changelist")
+            + "?"
+            + urlencode({"site__id__exact": site.pk}),
+            "error_fields": error_fields[:ERRORS_SHOWN],
+            "error_fields_more": max(0, len(error_fields) - ERRORS_SHOWN),
+            "preview_ttl_hours": int(jobs.PREVIEW_TTL.total_seconds() // 3600),
+        }
+        return TemplateResponse(request, "admin/inventory/import_job.html", context)
+
+    def import_job_status_view(self, request, object_id: str, job_id: str):
+        """What the job page polls: status and progress, a constant few queries (never cached: admin_view)."""
+        if not _may_import(request):
+            raise PermissionDenied
+        job = (
+            ImportJob.objects.filter(pk=job_id, site_id=object_id)
+            .only("id", "status", "dry_run", "phase", "progress_done", "progress_total")
+            .first()
+        )
+        if job is None:
+            return JsonResponse({"error": "not_found", "detail": "No such import job."}, status=404)
+        return JsonResponse({"id": job.pk, "status": job.status, **jobs.import_job_progress(job)})
+
+    @method_decorator(require_POST)
+    def import_job_apply_view(self, request, object_id: str, job_id: str):
+        site = self._import_site(request, object_id)
+        preview = get_object_or_404(ImportJob, pk=job_id, site_id=site.pk)
+        if not _may_import_mode(request, preview.mode):
+            raise PermissionDenied
+        try:
+            job = jobs.import_job_apply(actor=admin_actor(request), site_id=site.pk, job_id=preview.pk)
+        except ApiError as exc:
+            self.message_user(request, error_text(exc), messages.ERROR)
+            return HttpResponseRedirect(self._job_url("job", site.pk, preview.pk))
+        return HttpResponseRedirect(self._job_url("job", site.pk, job.pk))
+
+
+# The jobs write themselves (inventory.jobs); this only lists them, each linked to its page.
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    list_display = ("job", "site", "kind", "status", "mode", "file_name", "requested_by", "created_at")
+    list_display_links = None  # each row's link is to the job's page (the "job" column)
+    list_filter = ("status", "dry_run", "site")
+    list_select_related = ("site",)
+    search_fields = ("id", "file_name", "requested_by")
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("actor", "result", "sample", "error")
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return _may_import(request)
+
+    @admin.display(description="job", ordering="id")
+    def job(self, job: ImportJob) -> str:
+        url = reverse("admin:sites_site_import_job", args=[quote(job.site_id), job.pk])
+        return format_html('<a href="{}">{}</a>', url, job.pk)
+
+    @admin.display(description="kind", ordering="dry_run")
+    def kind(self, job: ImportJob) -> str:
+        return "dry run" if job.dry_run else "import"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace
 
+from django.conf import settings
 from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -40,7 +42,7 @@ from core.permissions import (
     require_site_access,
 )
 from core.timefmt import iso_z
-from inventory import idempotency, selectors, services, versioning
+from inventory import idempotency, jobs, selectors, services, versioning
 from inventory.parsing import MAX_AGENTS, MODES
 from inventory.promsnmp import FORMATS, devices_from_promsnmp, promsnmp_path, stream_promsnmp_document
 from inventory.seeds_api import SeedIn, SeedOut
@@ -280,6 +282,53 @@ InventoryPutOut = schema(
             },
         )(),
     },
+)
+ImportJobOut = schema(
+    "InventoryImportJob",
+    {
+        "id": serializers.CharField(),
+        "siteId": serializers.CharField(),
+        "status": serializers.ChoiceField(["queued", "running", "succeeded", "failed"]),
+        "dryRun": serializers.BooleanField(help_text="Always false for jobs made by PUT inventory."),
+        "mode": serializers.ChoiceField(MODES),
+        "format": serializers.ChoiceField(FORMATS),
+        "requestedBy": serializers.CharField(help_text="Who asked: token:<name>, user:<name>."),
+        "progress": schema(
+            "InventoryImportJobProgress",
+            {
+                "phase": serializers.ChoiceField(
+                    list(jobs.PHASES),
+                    help_text="queued, reading (the stored document), checking (devices validated), "
+                    "writing (changes written, all in one transaction), done.",
+                ),
+                "done": serializers.IntegerField(min_value=0, help_text="Devices or changes of this phase."),
+                "total": serializers.IntegerField(min_value=0),
+                "percent": serializers.IntegerField(
+                    min_value=0, max_value=100, help_text="Over all phases; 100 only once succeeded."
+                ),
+            },
+        )(),
+        "result": InventoryPutOut(
+            allow_null=True, help_text="Once succeeded: what PUT inventory answers (200) for the import."
+        ),
+        "error": ErrorSerializer(
+            allow_null=True,
+            help_text="Once failed: what PUT inventory would have answered (a 400 validation_error names "
+            "every invalid field); nothing was imported.",
+        ),
+        "createdAt": serializers.DateTimeField(),
+        "startedAt": serializers.DateTimeField(allow_null=True),
+        "finishedAt": serializers.DateTimeField(allow_null=True),
+    },
+)
+PREFER = OpenApiParameter(
+    "Prefer",
+    str,
+    OpenApiParameter.HEADER,
+    description="`respond-async` (RFC 7240): import in the background. The answer is then 202 with the "
+    "job and `Location: …/inventory/import-jobs/{jobId}`, which tells how far the import got and how it "
+    "ended. Without it the import runs within the request (200), unless the server is set to make "
+    "larger bodies jobs anyway (INVENTORY_IMPORT_ASYNC_BYTES). Other preferences are ignored.",
 )
 AddDevicesIn = schema(
     "AddDevices",
@@ -528,14 +577,41 @@ class InventoryView(ApiView):
 
     @extend_schema(
         operation_id="inventory_import",
-        summary="Bulk import: merge, replace or addOnly, all or nothing, one new version",
+        summary="Bulk import: merge, replace or addOnly, all or nothing, one new version; "
+        "with Prefer: respond-async, as a job (202)",
+        parameters=[
+            PREFER,
+            OpenApiParameter(
+                "Location",
+                str,
+                OpenApiParameter.HEADER,
+                response=[202],
+                description="The job: /api/v1/sites/{siteId}/inventory/import-jobs/{jobId}.",
+            ),
+            OpenApiParameter(
+                "Preference-Applied",
+                str,
+                OpenApiParameter.HEADER,
+                response=[202],
+                description="respond-async, when the request asked for it.",
+            ),
+        ],
         request=InventoryPutIn,
-        responses={200: InventoryPutOut, **error_responses(*BODY_ERRORS, 404)},
+        responses={
+            200: InventoryPutOut,
+            202: OpenApiResponse(
+                ImportJobOut, description="Queued as a job (Prefer: respond-async, or a large body)."
+            ),
+            **error_responses(*BODY_ERRORS, 404),
+        },
         tags=["inventory"],
     )
     def put(self, request, site_id: str):
         _site(request, site_id)
         body = self.json_object()
+        asked = _prefers_async(request)
+        if asked or _large(request):
+            return self._job(request, site_id, body, asked)
         result = services.inventory_import_document(
             actor=self.actor(),
             site_id=site_id,
@@ -555,6 +631,62 @@ class InventoryView(ApiView):
                 "seeds": {key: len(result.seeds.get(key, [])) for key in ("added", "updated", "removed")},
             }
         )
+
+    def _job(self, request, site_id: str, body: dict, asked: bool) -> Response:
+        """The import as a job: 202 with the job and its Location (docs/decisions.md, import jobs)."""
+        job = jobs.import_job_create(
+            actor=self.actor(),
+            site_id=site_id,
+            document=body,
+            document_format=body.get("format", "manager"),
+            mode=body.get("mode", "merge"),
+            dry_run=False,
+            source="api",
+            size_bytes=_content_length(request),
+        )
+        job = jobs.import_job_get(site_id, job.id)  # the embedded default ran it already (eager Celery)
+        headers = {"Location": reverse("inventory-import-job", kwargs={"site_id": site_id, "job_id": job.id})}
+        if asked:
+            headers["Preference-Applied"] = "respond-async"
+        return Response(jobs.import_job_data(job), status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _prefers_async(request) -> bool:
+    """RFC 7240: `Prefer: respond-async`, alone or among other preferences (names are case-insensitive;
+    a preference may carry a value or parameters, which do not matter here)."""
+    for header in request.headers.get("Prefer", "").split(","):
+        name = header.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if name == "respond-async":
+            return True
+    return False
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0  # BodySizeLimitMiddleware refused it already
+
+
+def _large(request) -> bool:
+    """A body above INVENTORY_IMPORT_ASYNC_BYTES (0: never) is imported as a job even unasked."""
+    threshold = settings.INVENTORY_IMPORT_ASYNC_BYTES
+    return threshold > 0 and _content_length(request) > threshold
+
+
+class ImportJobView(ApiView):
+    # As PUT inventory, which makes them: a job's result is part of that write's answer.
+    allowed_scopes = {"GET": WRITERS}
+
+    @extend_schema(
+        operation_id="inventory_import_job_retrieve",
+        summary="An inventory import job (PUT inventory, Prefer: respond-async): status, progress, result",
+        responses={200: ImportJobOut, **error_responses(401, 403, 404)},
+        tags=["inventory"],
+    )
+    def get(self, request, site_id: str, job_id: str):
+        _site(request, site_id)
+        return Response(jobs.import_job_data(jobs.import_job_get(site_id, job_id)))
 
 
 _KEY_EDGE = "[\\x21-\\x7e\\xa1-\\xac\\xae-\\xff]"

@@ -148,3 +148,78 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} {self.owner} {self.key}"
+
+
+class ImportJob(models.Model):
+    """An inventory document imported in the background (inventory.jobs, a Celery task): an upload from
+    the admin (a dry run first, then the job that applies it) or PUT inventory with `Prefer:
+    respond-async`. The import itself is the one all-or-nothing change set PUT inventory makes; the job
+    records who asked, how far it got and how it ended."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    site = models.ForeignKey("sites.Site", on_delete=models.CASCADE, related_name="import_jobs")
+    # core.audit.Actor's fields: the worker imports as the one who asked (the audit row says so).
+    actor = models.JSONField(default=dict)
+    requested_by = models.CharField(max_length=255)  # str(Actor), for lists
+    source = models.CharField(max_length=16)  # admin, api
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    dry_run = models.BooleanField(default=False)
+    mode = models.CharField(max_length=16)  # inventory.parsing.MODES
+    format = models.CharField(max_length=16)  # inventory.promsnmp.FORMATS
+    file_name = models.CharField(max_length=255, blank=True, default="")
+    encrypted = models.BooleanField(default=False)  # the file was PromSNMP-encrypted (decrypted on upload)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    # The dry run this job applies (admin: "Apply" on a preview).
+    preview = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="applies"
+    )
+    phase = models.CharField(max_length=16, default="queued")  # inventory.jobs.PHASES
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    base_version = models.PositiveBigIntegerField(null=True, blank=True)  # the inventory version planned on
+    result = models.JSONField(null=True, blank=True)  # counts, as PUT inventory answers them
+    sample = models.JSONField(null=True, blank=True)  # a dry run's first names of each kind
+    error = models.JSONField(null=True, blank=True)  # {error, detail, fields}, as an API error body
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()  # moves with the progress: a job that stops moving is lost
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "import_jobs"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["site", "-created_at"], name="import_job_site_created"),
+            models.Index(fields=["status", "updated_at"], name="import_job_status_updated"),
+            models.Index(fields=["created_at"], name="import_job_created"),
+        ]
+
+    def __str__(self) -> str:
+        kind = "dry run" if self.dry_run else "import"
+        return f"{self.id} ({kind} into {self.site_id}, {self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class ImportPayload(models.Model):
+    """The document an import job imports, kept only until a job has imported it: zlib-compressed JSON,
+    encrypted under FIELD_ENCRYPTION_KEYS (it carries SNMP secrets). Its own table, so that reading a
+    job (the progress polls) never loads it."""
+
+    job = models.OneToOneField(ImportJob, on_delete=models.CASCADE, related_name="payload")
+    data = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "import_payloads"
+
+    def __str__(self) -> str:
+        return f"payload of {self.job_id}"

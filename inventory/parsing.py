@@ -204,3 +204,9 @@ def parse_device(data: Any, path: str) -> tuple[DeviceInput | None, dict[str, li
         ),
         {},
     )
+
+
+def identity_label(identity: str) -> str:
+    """A device identity as people know it: its sysName, else its primary address."""
+    kind, _, value = identity.partition(":")
+    return value if kind == "name" else f"(no sysName) {value}"

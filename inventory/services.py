@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,13 @@ from inventory.promsnmp import FORMATS, convert_promsnmp, promsnmp_path
 from inventory.seeds import SeedInput, SeedPlan, parse_seeds, seeds_plan, seeds_sync
 
 _BATCH = 2000
+
+# An import's progress, for the jobs that run large ones (inventory.jobs): called with (phase, done,
+# total) as devices are checked (CHECKING, every PROGRESS_EVERY devices) and as changes are written
+# (WRITING, every _BATCH devices), inside the import's transaction.
+Progress = Callable[[str, int, int], None]
+CHECKING, WRITING = "checking", "writing"
+PROGRESS_EVERY = 1000
 
 
 class ResultsRun(Protocol):
@@ -86,14 +93,19 @@ class AddDevicesResult:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
 
 
-def parse_devices(items: Any, path: str = "devices") -> tuple[list[DeviceInput | None], dict[str, list[str]]]:
+def parse_devices(
+    items: Any, path: str = "devices", progress: Progress | None = None
+) -> tuple[list[DeviceInput | None], dict[str, list[str]]]:
     """A list of wire devices → inputs (None where invalid) and all errors by field path."""
     if not isinstance(items, list):
         raise InvalidInput({path: ["Expected a list of devices."]})
     inputs: list[DeviceInput | None] = []
     errors: dict[str, list[str]] = {}
     seen: dict[str, int] = {}
+    total = len(items)
     for index, item in enumerate(items):
+        if progress is not None and index and index % PROGRESS_EVERY == 0:
+            progress(CHECKING, index, total)
         device, device_errors = parse_device(item, f"{path}[{index}]")
         if device is not None and device.identity in seen:
             device_errors = {f"{path}[{index}]": [f"Same device as {path}[{seen[device.identity]}]."]}
@@ -102,6 +114,8 @@ def parse_devices(items: Any, path: str = "devices") -> tuple[list[DeviceInput |
             seen[device.identity] = index
         errors.update(device_errors)
         inputs.append(device)
+    if progress is not None:
+        progress(CHECKING, total, total)
     return inputs, errors
 
 
@@ -167,59 +181,78 @@ def _device_fields(device: DeviceInput) -> dict[str, Any]:
     }
 
 
-def _write(site_id: str, plan: Plan, version: int, discovered_by: str) -> tuple[list[str], list[str]]:
-    """Apply a plan's adds, updates and removes; returns (added ids, updated ids)."""
+def _write(
+    site_id: str, plan: Plan, version: int, discovered_by: str, progress: Progress | None = None
+) -> tuple[list[str], list[str]]:
+    """Apply a plan's adds, updates and removes, _BATCH devices at a time (reporting WRITING progress
+    after each); returns (added ids, updated ids)."""
     now = timezone.now()
+    total, done = len(plan.add) + len(plan.update) + len(plan.remove), 0
+
+    def written(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(WRITING, done, total)
+
     added_ids: list[str] = []
-    new_devices: list[Device] = []
-    agents: list[Agent] = []
-    for device in plan.add:
-        device_id = new_id("dev")
-        added_ids.append(device_id)
-        new_devices.append(
-            Device(
-                id=device_id,
-                site_id=site_id,
-                discovered_at=device.discovered_at or now,
-                last_seen=now,
-                discovered_by=discovered_by,
-                changed_version=version,
-                **_device_fields(device),
+    for start in range(0, len(plan.add), _BATCH):
+        chunk = plan.add[start : start + _BATCH]
+        new_devices: list[Device] = []
+        agents: list[Agent] = []
+        for device in chunk:
+            device_id = new_id("dev")
+            added_ids.append(device_id)
+            new_devices.append(
+                Device(
+                    id=device_id,
+                    site_id=site_id,
+                    discovered_at=device.discovered_at or now,
+                    last_seen=now,
+                    discovered_by=discovered_by,
+                    changed_version=version,
+                    **_device_fields(device),
+                )
             )
-        )
-        agents.extend(_agent_rows(device_id, device, {}))
-    Device.objects.bulk_create(new_devices, batch_size=_BATCH)
+            agents.extend(_agent_rows(device_id, device, {}))
+        Device.objects.bulk_create(new_devices, batch_size=_BATCH)
+        Agent.objects.bulk_create(agents, batch_size=_BATCH)
+        written(len(chunk))
 
     updated_ids = [device_id for device_id, _ in plan.update]
     if plan.update:
-        reuse = {
-            (device_id, address, port): agent_id
-            for agent_id, device_id, address, port in Agent.objects.filter(
-                device_id__in=updated_ids
-            ).values_list("id", "device_id", "address", "port")
-        }
-        rows = []
-        for device_id, device in plan.update:
-            row = Device(id=device_id, last_seen=now, changed_version=version, **_device_fields(device))
-            if discovered_by:
-                row.discovered_by = discovered_by
-            rows.append(row)
-            agents.extend(_agent_rows(device_id, device, reuse))
         fields = [*_device_fields(plan.update[0][1]), "last_seen", "changed_version", "updated_at"]
         if discovered_by:
             fields.append("discovered_by")
-        for row in rows:
+    for start in range(0, len(plan.update), _BATCH):
+        chunk = plan.update[start : start + _BATCH]
+        chunk_ids = [device_id for device_id, _ in chunk]
+        reuse = {
+            (device_id, address, port): agent_id
+            for agent_id, device_id, address, port in Agent.objects.filter(
+                device_id__in=chunk_ids
+            ).values_list("id", "device_id", "address", "port")
+        }
+        rows = []
+        agents = []
+        for device_id, device in chunk:
+            row = Device(id=device_id, last_seen=now, changed_version=version, **_device_fields(device))
+            if discovered_by:
+                row.discovered_by = discovered_by
             row.updated_at = now
-        for start in range(0, len(updated_ids), _BATCH):
-            Agent.objects.filter(device_id__in=updated_ids[start : start + _BATCH]).delete()
+            rows.append(row)
+            agents.extend(_agent_rows(device_id, device, reuse))
+        Agent.objects.filter(device_id__in=chunk_ids).delete()
         Device.objects.bulk_update(rows, fields, batch_size=_BATCH)
-    Agent.objects.bulk_create(agents, batch_size=_BATCH)
+        Agent.objects.bulk_create(agents, batch_size=_BATCH)
+        written(len(chunk))
 
     removed = list(plan.remove)
     for start in range(0, len(removed), _BATCH):
         chunk = removed[start : start + _BATCH]
         Agent.objects.filter(device_id__in=chunk).delete()
         Device.objects.filter(id__in=chunk).delete()
+        written(len(chunk))
     return added_ids, updated_ids
 
 
@@ -232,7 +265,7 @@ def _touch(device_ids: Iterable[str]) -> None:
 
 
 def inventory_document_parse(
-    document: dict[str, Any], *, document_format: str = "manager"
+    document: dict[str, Any], *, document_format: str = "manager", progress: Progress | None = None
 ) -> tuple[list[DeviceInput], list[SeedInput] | None]:
     """A whole inventory document, in the manager's form or PromSNMP's ("promsnmp": converted first) →
     (devices, seeds; None when the document has no discoverySeeds: the seeds are left alone).
@@ -255,7 +288,7 @@ def inventory_document_parse(
     if not isinstance(document.get("devices"), list):
         merge({"devices": ["Expected a list of devices."]})
     else:
-        inputs, device_errors = parse_devices(document["devices"])
+        inputs, device_errors = parse_devices(document["devices"], progress=progress)
         merge(device_errors)
         devices = [device for device in inputs if device is not None]
     seeds = None
@@ -278,16 +311,24 @@ def inventory_import_document(
     mode: str = "merge",
     source: str = "import",
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
-    """PUT inventory and import_inventory: a whole document (inventory_document_parse), imported all or
-    nothing (inventory_import)."""
+    """PUT inventory, import_inventory and import jobs: a whole document (inventory_document_parse),
+    imported all or nothing (inventory_import)."""
     if mode not in MODES:
         raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
     if document_format not in FORMATS:
         raise InvalidInput({"format": ["Either manager or promsnmp."]})
-    devices, seeds = inventory_document_parse(document, document_format=document_format)
+    devices, seeds = inventory_document_parse(document, document_format=document_format, progress=progress)
     return inventory_import(
-        actor=actor, site_id=site_id, devices=devices, seeds=seeds, mode=mode, source=source, dry_run=dry_run
+        actor=actor,
+        site_id=site_id,
+        devices=devices,
+        seeds=seeds,
+        mode=mode,
+        source=source,
+        dry_run=dry_run,
+        progress=progress,
     )
 
 
@@ -300,11 +341,13 @@ def inventory_import(
     mode: str = "merge",
     source: str = "import",
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Parsed devices (and seeds) into the site: all or nothing, one new version at most.
 
     merge: add new, update changed, keep others; replace: also remove devices and seeds not given;
-    addOnly: only add new. Seeds follow the same mode when given (None: left alone).
+    addOnly: only add new. Seeds follow the same mode when given (None: left alone). `progress` hears
+    of the writes, chunk by chunk, all in the one transaction.
     """
     if mode not in MODES:
         raise InvalidInput({"mode": [f"One of {', '.join(MODES)}."]})
@@ -323,7 +366,7 @@ def inventory_import(
                 plan=plan,
                 seed_plan=None if seeds is None else seeds_plan(site_id=site_id, seeds=seeds, mode=mode),
             )
-        added, updated = _write(site_id, plan, change.new_version, discovered_by="")
+        added, updated = _write(site_id, plan, change.new_version, discovered_by="", progress=progress)
         seed_changes = {"added": [], "updated": [], "removed": []}
         if seeds is not None:
             seed_changes = seeds_sync(change=change, seeds=seeds, mode=mode)

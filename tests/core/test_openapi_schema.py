@@ -183,7 +183,7 @@ def test_paths_have_no_trailing_slash_and_camel_case_parameters():
         assert path.startswith("/api/v1/"), path
         assert not path.endswith("/"), path
         for name in re.findall(r"{([^}]+)}", path):
-            assert name in {"siteId", "instanceId", "seedId", "deviceId", "runId"}, (
+            assert name in {"siteId", "instanceId", "seedId", "deviceId", "runId", "jobId"}, (
                 f"{path}: path parameter {{{name}}}"
             )
         for method, operation in item.items():

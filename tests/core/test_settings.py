@@ -87,3 +87,14 @@ def test_sizes_intervals_and_timeouts_must_be_at_least_one(tmp_path):
         result = run_check({"VAR_DIR": str(tmp_path), name: "0"})
         assert result.returncode != 0
         assert f"{name} must be at least 1" in result.stderr
+
+
+def test_gunicorns_worker_timeout_is_a_setting_that_run_prod_passes(tmp_path, settings):
+    from config.run_prod import gunicorn_arguments
+
+    settings.GUNICORN_TIMEOUT = 120
+    arguments = gunicorn_arguments()
+    assert arguments[arguments.index("--timeout") + 1] == "120"
+    result = run_check({"VAR_DIR": str(tmp_path), "GUNICORN_TIMEOUT": "0"})
+    assert result.returncode != 0
+    assert "GUNICORN_TIMEOUT must be at least 1" in result.stderr

@@ -124,7 +124,7 @@ def test_commands_match_the_production_processes():
     assert api[:2] == local["gunicorn"][:2] == ["gunicorn", "config.wsgi"]
     assert api[api.index("--forwarded-allow-ips") + 1] == ""  # Django's NUM_PROXIES decides, as in run_prod
     # The worker class that reads requests within a deadline, and its threads (issue 8: slow clients).
-    for option in ("--worker-class", "--forwarded-allow-ips", "--graceful-timeout"):
+    for option in ("--worker-class", "--forwarded-allow-ips", "--graceful-timeout", "--timeout"):
         assert api[api.index(option) + 1] == local["gunicorn"][local["gunicorn"].index(option) + 1], option
     assert api[api.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
     threads = yaml.safe_load((CHART / "values.yaml").read_text())["api"]["threads"]
@@ -148,8 +148,9 @@ def test_gunicorn_workers_and_worker_concurrency_come_from_values():
     docs = render("ingress")
     api = container(docs, "api")["command"]
     assert api[api.index("--workers") + 1] == "4"
-    api = container(render("minimal", "api.threads=16"), "api")["command"]
+    api = container(render("minimal", "api.threads=16", "api.timeout=120"), "api")["command"]
     assert api[api.index("--threads") + 1] == "16"
+    assert api[api.index("--timeout") + 1] == "120"
     assert "CELERY_WORKER_CONCURRENCY" not in env_map(container(docs, "worker"))  # null: one per CPU
     docs = render("minimal")
     assert env_map(container(docs, "worker"))["CELERY_WORKER_CONCURRENCY"]["value"] == "2"

@@ -104,6 +104,30 @@ def gunicorn(env: dict[str, str] | None = None, workers: int = 2):
     return server_process(command, env, port)
 
 
+@contextmanager
+def celery_worker(env: dict[str, str]):
+    """A Celery worker process on the test database, as run_prod starts one (named after its queue, no
+    gossip or mingle) but with one process (`--pool solo`). `env` gives REDIS_URL (the broker) and
+    CELERY_QUEUE; a worker needs no readiness check: what is queued waits for it. Yields the process,
+    whose output so far is in the file `process.log_path`."""
+    queue = env.get("CELERY_QUEUE", "celery")
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--hostname", f"{queue}@%h"]
+    command += ["--without-gossip", "--without-mingle", "--pool", "solo", "--loglevel", "INFO"]
+    process_env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **env}
+    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    process.log_path = log_path
+    try:
+        yield process
+    finally:
+        stop(process)
+        process.server_log = log_path.read_text()
+        log_path.unlink(missing_ok=True)
+
+
 def manage(command: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a management command in a process of its own on the test database (no Redis unless given)."""
     process_env = {**os.environ, "DATABASE_URL": database_url(), **(env or {})}

@@ -338,6 +338,7 @@ def test_rotation_leaves_an_audit_row(stocked, settings):
     assert entry.details["reencrypted"] == {
         "inventory.Agent.credentials": 3,
         "inventory.DiscoverySeed.credentials": 2,
+        "inventory.ImportPayload.data": 0,  # no import job is waiting
     }
 
 

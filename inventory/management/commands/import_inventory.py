@@ -10,18 +10,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import Actor
 from core.errors import ApiError, InvalidInput, NotFoundError
-from inventory.parsing import MODES
+from inventory.parsing import MODES, identity_label
 from inventory.promsnmp import DEFAULT_KEY, FORMATS, PromSnmpFileError, read_document
 from inventory.services import ImportResult, inventory_import_document
 from sites.selectors import site_get
 
 MAX_LISTED = 100  # error lines and dry-run lines shown; the rest is counted
-
-
-def _name(identity: str) -> str:
-    """A device identity as people know it: its sysName, else its primary address."""
-    kind, _, value = identity.partition(":")
-    return value if kind == "name" else f"(no sysName) {value}"
 
 
 class Command(BaseCommand):
@@ -133,9 +127,9 @@ class Command(BaseCommand):
             f"{result.unchanged} unchanged, {len(result.removed)} to remove."
         )
         lines = [
-            *(f"  + {_name(i)}" for i in sorted(result.added)),
-            *(f"  ~ {_name(i)}" for i in sorted(result.updated)),
-            *(f"  - {_name(i)}" for i in sorted(result.removed)),
+            *(f"  + {identity_label(i)}" for i in sorted(result.added)),
+            *(f"  ~ {identity_label(i)}" for i in sorted(result.updated)),
+            *(f"  - {identity_label(i)}" for i in sorted(result.removed)),
         ]
         self._lines(lines)
         plan = result.seed_plan
