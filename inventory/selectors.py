@@ -21,11 +21,15 @@ CHUNK = 2000
 
 
 def wire_credentials(
-    plain: dict[str, Any], *, encrypted: str, secret_keys: list[str], include_credentials: bool
+    plain: dict[str, Any], *, encrypted: str | None, secret_keys: list[str]
 ) -> dict[str, Any]:
-    """The wire form of stored credentials (an agent's, a seed's snmpConfig): the secrets decrypted for
-    a caller who may see them (includeCredentials), else masked."""
-    if include_credentials:
+    """The wire form of stored credentials (an agent's, a seed's snmpConfig): given the ciphertext, the
+    secrets decrypted (a caller who may see them: includeCredentials); given None, masked.
+
+    Callers read the ciphertext only when they pass it (`row.credentials if include_credentials else
+    None`): reads without credentials defer that column, and touching a deferred field costs one query
+    per row (issue 12: one per agent in GET inventory)."""
+    if encrypted is not None:
         return {**plain, **decrypt_json(encrypted)}
     return masked(plain, secret_keys)
 
@@ -51,9 +55,8 @@ def require_decryptable(site: Site) -> None:
 def agent_representation(agent: Agent, *, include_credentials: bool) -> dict:
     credentials = wire_credentials(
         agent.config,
-        encrypted=agent.credentials,
+        encrypted=agent.credentials if include_credentials else None,
         secret_keys=agent.credential_keys,
-        include_credentials=include_credentials,
     )
     return {
         "id": agent.id,
@@ -150,9 +153,8 @@ def removed_device_ids_since(site: Site, since: int) -> list[str]:
 def seed_representation(seed: DiscoverySeed, *, include_credentials: bool) -> dict:
     snmp_config = wire_credentials(
         seed.snmp_config,
-        encrypted=seed.credentials,
+        encrypted=seed.credentials if include_credentials else None,
         secret_keys=seed.credential_keys,
-        include_credentials=include_credentials,
     )
     return {
         "id": seed.id,

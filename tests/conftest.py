@@ -56,33 +56,44 @@ def fresh_rate_limits():
     caches["throttle"].clear()
 
 
+# The fixtures below hand out plain functions, so a module-scoped fixture (which cannot use a
+# function-scoped one) calls the same code: tests/core/test_read_query_counts.py.
+
+
+def new_token(scopes: list[str], site: str | None = None, expires_days: int | None = None) -> str:
+    """new_token(["read"], site="chicago") → plaintext bearer token."""
+    _, plaintext = token_create(
+        actor=TEST_ACTOR,
+        name=f"test {'+'.join(scopes)}",
+        scopes=scopes,
+        site_id=site,
+        expires_days=expires_days,
+    )
+    return plaintext
+
+
+def api_client(*scopes: str, site: str | None = None) -> APIClient:
+    """api_client("admin") or api_client("instance", site="x") → an authenticated APIClient."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {new_token(list(scopes), site=site)}")
+    return client
+
+
+def create_site(site_id: str = "chicago-pop-01", **values) -> str:
+    site_create(actor=TEST_ACTOR, site_id=site_id, values={"label": site_id.title(), **values})
+    return site_id
+
+
 @pytest.fixture
 def make_token(db):
     """make_token(["read"], site="chicago") → plaintext bearer token."""
-
-    def make(scopes: list[str], site: str | None = None, expires_days: int | None = None) -> str:
-        _, plaintext = token_create(
-            actor=TEST_ACTOR,
-            name=f"test {'+'.join(scopes)}",
-            scopes=scopes,
-            site_id=site,
-            expires_days=expires_days,
-        )
-        return plaintext
-
-    return make
+    return new_token
 
 
 @pytest.fixture
 def client_for(make_token):
     """client_for("admin") or client_for("instance", site="x") → an authenticated APIClient."""
-
-    def make(*scopes: str, site: str | None = None) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(list(scopes), site=site)}")
-        return client
-
-    return make
+    return api_client
 
 
 @pytest.fixture
@@ -92,11 +103,7 @@ def admin_api(client_for) -> APIClient:
 
 @pytest.fixture
 def make_site(db):
-    def make(site_id: str = "chicago-pop-01", **values) -> str:
-        site_create(actor=TEST_ACTOR, site_id=site_id, values={"label": site_id.title(), **values})
-        return site_id
-
-    return make
+    return create_site
 
 
 @pytest.fixture

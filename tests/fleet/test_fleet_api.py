@@ -352,8 +352,9 @@ def test_trailing_slash_is_served_too(fleet, admin_api):
     assert response.status_code == 200 and response["Content-Type"] == PROMETHEUS_CONTENT_TYPE
 
 
-def world(make_site, up, sites: int) -> None:
-    for n in range(sites):
+def world(make_site, up, sites: int, first: int = 0) -> None:
+    """Sites site-<first> … site-<sites - 1>: a healthy, a degraded and an offline instance, one device."""
+    for n in range(first, sites):
         site = make_site(f"site-{n:02d}")
         up(site, "a")
         heartbeat_age(up(site, "b"), 60)
