@@ -65,6 +65,7 @@ READS = [
     Read("inventory", INV + "?format=promsnmp", client="instance"),
     Read("inventory-changes", INV + "/changes?since={since}"),
     Read("inventory-changes", INV + "/changes?since={since}&includeCredentials=true"),
+    Read("inventory-import-job", INV + "/import-jobs/{job}", lists=False),  # of `size` devices, queued
     Read("inventory-device", INV + "/devices/{device}"),  # its agents grow
     Read("inventory-device", INV + "/devices/{device}?includeCredentials=true"),
     Read("seeds", "/api/v1/sites/{site}/discovery-seeds"),
@@ -115,6 +116,15 @@ def grow(admin, ids: dict[str, str], have: int, size: int) -> None:
         ids.setdefault("run", run.pk)
         ids.setdefault("seed", new_seed.pk)
     ids.setdefault("device", Device.objects.get(site_id=SITE, sys_name="dev-000").pk)
+    # A job for `size` devices; queued for good (its task is enqueued on a commit that never comes).
+    job = admin.put(
+        INV.format(site=SITE),
+        {"devices": devices, "mode": "merge"},
+        format="json",
+        HTTP_PREFER="respond-async",
+    )
+    assert job.status_code == 202, job.content
+    ids["job"] = job.json()["id"]
     ids["since"] = str(changes_floor(Site.objects.get(pk=SITE)))  # every change the log holds
 
 
