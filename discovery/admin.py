@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
-from core.admin import ReadOnlyAdmin, admin_actor, error_text
+from core.admin import AutocompleteFilter, ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun
 from discovery.runs import RunFinished, run_cancel
@@ -30,7 +30,7 @@ class DiscoveryRunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "devices_found",
         "errors",
     )
-    list_filter = ("status", "triggered_by", "site")
+    list_filter = ("status", "triggered_by", ("site", AutocompleteFilter))
     list_select_related = ("site",)
     search_fields = ("id",)
     show_full_result_count = False  # runs accumulate; no COUNT(*) of all of them per page

@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Subquery
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin, admin_actor, error_text
+from core.admin import AutocompleteFilter, ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from inventory.models import Agent, Device, DiscoverySeed, InventoryChange
 from inventory.seeds import seed_delete
@@ -108,7 +108,7 @@ class DeviceAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "last_seen",
         "changed_version",
     )
-    list_filter = ("site",)
+    list_filter = (("site", AutocompleteFilter),)
     list_select_related = ("site",)
     search_fields = ("sys_name", "identity", "agents__address")
     search_help_text = "sysName, identity or agent address (a part of one is enough)."
@@ -212,7 +212,7 @@ class DiscoverySeedAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "last_run_status",
         "devices_found",
     )
-    list_filter = ("site", "enabled")
+    list_filter = (("site", AutocompleteFilter), "enabled")
     list_select_related = ("site",)
     search_fields = ("name",)
     actions = ("delete_seeds",)
@@ -309,7 +309,7 @@ class InventoryChangeAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "triggered_by",
         "created_at",
     )
-    list_filter = ("site", "change_type", "source")
+    list_filter = (("site", AutocompleteFilter), "change_type", "source")
     list_select_related = ("site",)
     search_fields = ("triggered_by",)
     ordering = ("site", "-version")
