@@ -1,11 +1,18 @@
-"""Reads owned by core: the audit log."""
+"""Reads owned by core: the audit log, an instance's own tokens."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from core.models import AuditLog
+from django.db.models import QuerySet
+
+from core.models import ApiToken, AuditLog
 from core.timefmt import iso_z
+
+
+def instance_tokens(instance_id: str) -> QuerySet[ApiToken]:
+    """The tokens issued to one instance (by its registration), newest first."""
+    return ApiToken.objects.filter(instance_id=instance_id).order_by("-created_at")
 
 
 def audit_entry(row: AuditLog) -> dict:

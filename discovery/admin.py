@@ -31,7 +31,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect, JsonRespon
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from core.admin import ReadOnlyAdmin, admin_actor, error_text
+from core.admin import AutocompleteFilter, ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError, error_body
 from discovery.models import ACTIVE_RUN_STATUSES, DiscoveryRun, RunStatus
 from discovery.runs import MANUAL, RunFinished, RunInProgress, run_cancel, run_start
@@ -144,7 +144,7 @@ class DiscoveryRunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "created_at",
         "completed_at",
     )
-    list_filter = ("status", "triggered_by", "site")
+    list_filter = ("status", "triggered_by", ("site", AutocompleteFilter))
     list_select_related = ("site",)
     search_fields = ("id",)
     show_full_result_count = False  # runs accumulate; no COUNT(*) of all of them per page

@@ -10,6 +10,7 @@ from core.admin import admin_actor, error_text
 from core.errors import ApiError
 from discovery.admin import SiteDiscoveryRuns
 from instances.admin import (
+    SITE_INSTANCE_FILTERS,
     SITE_STATE_FIELDS,
     SITE_STATUS_COLUMNS,
     InstanceInline,
@@ -18,7 +19,7 @@ from instances.admin import (
 )
 from inventory.admin import SiteImportJobs
 from inventory.refresh import inventory_refresh_request
-from sites.admin import STATE_FIELDS, SiteAdminBase, site_fieldsets
+from sites.admin import SITE_LIST_FILTERS, STATE_FIELDS, SiteAdminBase, site_fieldsets
 from sites.models import Site
 
 
@@ -40,6 +41,7 @@ def refresh_inventory(modeladmin: admin.ModelAdmin, request, queryset) -> None:
 @admin.register(Site)
 class SiteAdmin(SiteDiscoveryRuns, SiteImportJobs, SiteInstancesColumns, SiteAdminBase):
     list_display = ("id", "label", *SITE_STATUS_COLUMNS, "config_version", "leader_term", "inventory_version")
+    list_filter = (*SITE_LIST_FILTERS, *SITE_INSTANCE_FILTERS)
     fieldsets = site_fieldsets((*SITE_STATE_FIELDS, *STATE_FIELDS))
     readonly_fields = ("config_version", *SITE_STATE_FIELDS, *STATE_FIELDS)
     inlines = (InstanceInline,)

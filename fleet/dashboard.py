@@ -1,8 +1,10 @@
 """The operators' fleet dashboard in the admin (/admin/fleet/, linked from the admin index).
 
 An adapter: it takes one fleet.selectors snapshot (two queries however many sites there are), renders
-the same status, summary and alerts as GET /api/v1/fleet/health plus a row per site, and adds only
-presentation (links into the admin, parsed timestamps). Staff only (admin_view), and only those who
+the same status, summary and alerts as GET /api/v1/fleet/health plus a row per site and the instances
+that drift (behind their site's config or inventory version: the InstanceConfigDrift and
+InstanceInventoryDrift alerts' definition, without their 10 minutes), and adds only presentation (links
+into the admin, parsed timestamps, leaders by hostname). Staff only (admin_view), and only those who
 may view sites. The page reloads itself every REFRESH_SECONDS (a meta refresh, no script);
 `?refresh=N` changes that for one bookmark, `?refresh=0` turns it off.
 """
@@ -25,6 +27,16 @@ from instances.liveness import OFFLINE
 
 REFRESH_SECONDS = 15
 MAX_REFRESH_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """An instance behind its site's config or inventory version (instances.selectors.is_drifting)."""
+
+    site: selectors.SiteState
+    instance: selectors.InstanceState
+    site_url: str
+    instance_url: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,16 @@ def _refresh_seconds(value: str | None) -> int:
     return min(max(seconds, 0), MAX_REFRESH_SECONDS)
 
 
+def _drift_rows(state: selectors.FleetState) -> list[DriftRow]:
+    return [
+        DriftRow(
+            site=site, instance=instance, site_url=_site_url(site.id), instance_url=_instance_url(instance.id)
+        )
+        for site in state.sites
+        for instance in site.drifting
+    ]
+
+
 def fleet_dashboard(request):
     """GET /admin/fleet/ (wrapped in admin.site.admin_view in config/urls.py: staff, never cached)."""
     if not request.user.has_perm("sites.view_site"):
@@ -90,6 +112,7 @@ def fleet_dashboard(request):
         "summary": health["summary"],
         "alerts": [_alert_row(alert) for alert in health["alerts"]],
         "sites": [_site_row(site) for site in state.sites],
+        "drift": _drift_rows(state),
         "updated_at": state.now,
         "refresh_seconds": _refresh_seconds(request.GET.get("refresh")),
         "may_view_runs": may_view_runs(request),

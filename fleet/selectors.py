@@ -16,7 +16,16 @@ from core.timefmt import iso_z
 from discovery.models import DiscoveryRun, RunStatus
 from instances.liveness import DEGRADED, HEALTHY, OFFLINE, alive_cutoff, liveness
 from instances.models import Instance
-from instances.selectors import SITE_DEGRADED, SITE_HEALTHY, SITE_OFFLINE, site_status, sites_with_instances
+from instances.selectors import (
+    SITE_DEGRADED,
+    SITE_HEALTHY,
+    SITE_OFFLINE,
+    instance_version_lags,
+    is_drifting,
+    site_status,
+    sites_with_instances,
+    version_lags,
+)
 from sites.models import Site
 
 INSTANCE_STATES = (HEALTHY, DEGRADED, OFFLINE)
@@ -35,6 +44,10 @@ class InstanceState:
     status: str  # liveness: healthy, degraded, offline
     reported_status: str
     last_heartbeat: datetime | None
+    # Versions behind the site (instances.selectors.version_lags; None: unknown) and whether that is drift.
+    config_lag: int | None
+    inventory_lag: int | None
+    drifting: bool
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class SiteState:
     instances: tuple[InstanceState, ...]
     healthy_instances: int
     leader_id: str | None
+    config_version: int
     devices: int
     agents: int
     inventory_version: int
@@ -56,11 +70,31 @@ class SiteState:
     def leader(self) -> InstanceState | None:
         return next((i for i in self.instances if i.id == self.leader_id), None)
 
+    @property
+    def drifting(self) -> tuple[InstanceState, ...]:
+        return tuple(i for i in self.instances if i.drifting)
+
 
 @dataclass(frozen=True)
 class FleetState:
     now: datetime
     sites: tuple[SiteState, ...]
+
+
+def _instance_state(instance: Instance, site: Site, now: datetime) -> InstanceState:
+    status = liveness(instance.last_heartbeat, now)
+    config_lag, inventory_lag = instance_version_lags(instance, site)
+    return InstanceState(
+        id=instance.id,
+        hostname=instance.hostname,
+        is_leader=instance.is_leader,
+        status=status,
+        reported_status=instance.reported_status,
+        last_heartbeat=instance.last_heartbeat,
+        config_lag=config_lag,
+        inventory_lag=inventory_lag,
+        drifting=is_drifting(config_lag, inventory_lag, status),
+    )
 
 
 def fleet_state(
@@ -83,19 +117,10 @@ def fleet_state(
                 id=site.id,
                 status=status,
                 min_replicas=site.min_replicas,
-                instances=tuple(
-                    InstanceState(
-                        id=i.id,
-                        hostname=i.hostname,
-                        is_leader=i.is_leader,
-                        status=liveness(i.last_heartbeat, now),
-                        reported_status=i.reported_status,
-                        last_heartbeat=i.last_heartbeat,
-                    )
-                    for i in instances
-                ),
+                instances=tuple(_instance_state(i, site, now) for i in instances),
                 healthy_instances=healthy,
                 leader_id=leader,
+                config_version=site.config_version,
                 devices=site.device_count,
                 agents=site.agent_count,
                 inventory_version=site.inventory_version,
@@ -274,24 +299,6 @@ class ManagerReading:
     # (site id, instance id, config version lag, inventory version lag or None): see version_lags().
     version_lags: list[tuple]
     timed_out: list[tuple]  # (site id, when its latest timed-out discovery run ended)
-
-
-def version_lags(
-    site_config: int, site_inventory: int, config: int | None, config_sent: int | None, inventory: int | None
-) -> tuple[int | None, int | None]:
-    """How many versions an instance is behind its site: (config, inventory); None is unknown.
-
-    Config: the version the instance reports, else the one the manager last gave it (what
-    configChanged is decided on, docs/protocol.md), so an instance that sends no configVersion is
-    behind only until its next heartbeat answer. Inventory: only what it reports; an instance that
-    never sent an inventoryVersion is unknown, not behind (an alert on it would fire for ever for an
-    agent that leaves the field out, and InstanceUnhealthy already covers one that never heartbeats).
-    """
-    config_known = config if config is not None else config_sent
-    return (
-        None if config_known is None else site_config - config_known,
-        None if inventory is None else site_inventory - inventory,
-    )
 
 
 def manager_reading(now: datetime | None = None) -> ManagerReading:

@@ -63,13 +63,7 @@ def _current_leader(site_id: str) -> Instance | None:
 
 
 def _healthiest_follower(site_id: str, now: datetime, exclude: Iterable[str] = ()) -> Instance | None:
-    return (
-        Instance.objects.filter(site_id=site_id, is_leader=False)
-        .exclude(_gone(now))
-        .exclude(pk__in=list(exclude))
-        .order_by("-last_heartbeat", "registered_at", "id")
-        .first()
-    )
+    return live_followers([site_id], now).exclude(pk__in=list(exclude)).first()
 
 
 def _socket_lost(now: datetime) -> Q:
@@ -98,6 +92,16 @@ def live_leaders(now: datetime | None = None) -> QuerySet[Instance]:
     """Leaders the health check would keep: within the heartbeat timeout and not past the failover
     grace period of a lost socket. Read-only; a leader not in it is replaced at the next check."""
     return Instance.objects.filter(is_leader=True).exclude(_gone(now or timezone.now()))
+
+
+def live_followers(site_ids: Iterable[str], now: datetime | None = None) -> QuerySet[Instance]:
+    """The sites' followers fit to lead, the healthiest first (most recent heartbeat, ties to the earliest
+    registered): what an election picks from. Read-only; the admin offers them to choose from."""
+    return (
+        Instance.objects.filter(site_id__in=list(site_ids), is_leader=False)
+        .exclude(_gone(now or timezone.now()))
+        .order_by("-last_heartbeat", "registered_at", "id")
+    )
 
 
 def live_leader(site_id: str, now: datetime | None = None) -> Instance | None:

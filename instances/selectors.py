@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import BigIntegerField, ExpressionWrapper, F, Prefetch, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import NotFoundError
 from core.timefmt import iso_z
-from instances.liveness import HEALTHY, OFFLINE, liveness
+from instances.liveness import HEALTHY, OFFLINE, alive_cutoff, liveness
 from instances.models import Instance
 from sites.models import Site
 
@@ -29,6 +30,10 @@ SITE_INSTANCE_FIELDS = (
     "last_heartbeat",
     "version",
     "reported_status",
+    "pod_name",
+    "config_version",
+    "config_version_sent",
+    "inventory_version",
 )
 
 
@@ -67,6 +72,65 @@ def instance_representation(instance: Instance, now: datetime | None = None) -> 
 def instance_by_identity(site_id: str, hostname: str, pod_name: str) -> Instance | None:
     """The instance that (siteId, hostname, podName) names, if it is registered."""
     return Instance.objects.filter(site_id=site_id, hostname=hostname, pod_name=pod_name).first()
+
+
+# --- drift: an instance behind its site's config or inventory version -------------------------------
+# One definition for the /metrics gauges (and so the InstanceConfigDrift / InstanceInventoryDrift
+# alerts), the fleet dashboard and the instance admin: version_lags() in Python, with_version_lags() the
+# same in SQL (a test holds them together). An offline instance is never drifting: it is the liveness
+# alerts' (as the rules leave out instances that stopped heartbeating), and a dead one is always behind.
+
+
+def version_lags(
+    site_config: int, site_inventory: int, config: int | None, config_sent: int | None, inventory: int | None
+) -> tuple[int | None, int | None]:
+    """How many versions an instance is behind its site: (config, inventory); None is unknown.
+
+    Config: the version the instance reports, else the one the manager last gave it (what
+    configChanged is decided on, docs/protocol.md), so an instance that sends no configVersion is
+    behind only until its next heartbeat answer. Inventory: only what it reports; an instance that
+    never sent an inventoryVersion is unknown, not behind (an alert on it would fire for ever for an
+    agent that leaves the field out, and InstanceUnhealthy already covers one that never heartbeats).
+    """
+    config_known = config if config is not None else config_sent
+    return (
+        None if config_known is None else site_config - config_known,
+        None if inventory is None else site_inventory - inventory,
+    )
+
+
+def instance_version_lags(instance: Instance, site: Site) -> tuple[int | None, int | None]:
+    """version_lags() of one instance of `site`."""
+    return version_lags(
+        site.config_version,
+        site.inventory_version,
+        instance.config_version,
+        instance.config_version_sent,
+        instance.inventory_version,
+    )
+
+
+def is_drifting(config_lag: int | None, inventory_lag: int | None, status: str) -> bool:
+    """Behind its site in config or inventory, and not offline (liveness `status`)."""
+    return status != OFFLINE and ((config_lag or 0) > 0 or (inventory_lag or 0) > 0)
+
+
+def with_version_lags(queryset: QuerySet[Instance]) -> QuerySet[Instance]:
+    """The instances annotated with config_lag and inventory_lag: version_lags() in SQL (NULL: unknown)."""
+    lag = BigIntegerField()
+    return queryset.annotate(
+        config_lag=ExpressionWrapper(
+            F("site__config_version") - Coalesce("config_version", "config_version_sent"), output_field=lag
+        ),
+        inventory_lag=ExpressionWrapper(
+            F("site__inventory_version") - F("inventory_version"), output_field=lag
+        ),
+    )
+
+
+def drifting_q(now: datetime | None = None) -> Q:
+    """is_drifting() as a filter on a queryset from with_version_lags()."""
+    return (Q(config_lag__gt=0) | Q(inventory_lag__gt=0)) & Q(last_heartbeat__gte=alive_cutoff(now))
 
 
 # --- sites with their instances ---------------------------------------------------------------------

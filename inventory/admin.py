@@ -37,7 +37,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from core.admin import ReadOnlyAdmin, admin_actor, error_text
+from core.admin import AutocompleteFilter, ReadOnlyAdmin, admin_actor, error_text
 from core.errors import ApiError, NotFoundError
 from inventory import jobs
 from inventory.models import Agent, Device, DiscoverySeed, ImportJob, ImportPayload, InventoryChange
@@ -129,7 +129,7 @@ class DeviceAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "last_seen",
         "changed_version",
     )
-    list_filter = ("site",)
+    list_filter = (("site", AutocompleteFilter),)
     list_select_related = ("site",)
     search_fields = ("sys_name", "identity", "agents__address")
     search_help_text = "sysName, identity or agent address (a part of one is enough)."
@@ -234,7 +234,7 @@ class DiscoverySeedAdminBase(ReadOnlyAdmin, admin.ModelAdmin):
         "last_run_status",
         "devices_found",
     )
-    list_filter = ("site", "enabled")
+    list_filter = (("site", AutocompleteFilter), "enabled")
     list_select_related = ("site",)
     search_fields = ("name",)
     actions = ("delete_seeds",)
@@ -331,7 +331,7 @@ class InventoryChangeAdmin(ReadOnlyAdmin, admin.ModelAdmin):
         "triggered_by",
         "created_at",
     )
-    list_filter = ("site", "change_type", "source")
+    list_filter = (("site", AutocompleteFilter), "change_type", "source")
     list_select_related = ("site",)
     search_fields = ("triggered_by",)
     ordering = ("site", "-version")

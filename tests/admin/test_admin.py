@@ -398,7 +398,9 @@ def test_site_changelist_shows_status_leader_and_versions(admin, make_site, regi
     model_admin = response.context["cl"].model_admin
     assert model_admin.status(rows["chicago"]) == "healthy (2/2 healthy)"
     assert model_admin.instance_count(rows["chicago"]) == 2
-    assert model_admin.leader(rows["chicago"]) == f"{leader} (host-a)"
+    assert model_admin.leader(rows["chicago"]) == (  # by hostname, the id on hover
+        f'<a href="{page(INSTANCES, leader, "change")}" title="{leader}">host-a</a>'
+    )
     assert model_admin.status(rows["empty"]).startswith("offline")
     assert model_admin.leader(rows["empty"]) == "-"
     text = response.content.decode()
@@ -424,6 +426,8 @@ def test_the_site_admin_is_one_registration_composed_of_each_apps_part(admin, ma
     assert [type(inline) for inline in model_admin.get_inline_instances(request, site)] == [InstanceInline]
     actions = list(model_admin.get_actions(request))
     assert actions == ["delete_selected", "force_election", "refresh_inventory", "run_discovery_now"]
+    filters = [f if isinstance(f, str) else f.parameter_name for f in model_admin.list_filter]
+    assert filters == ["discovery_enabled", "require_instance_tokens", "created_at", "has_leader", "drift"]
 
 
 # --- instances and leadership ----------------------------------------------------------------------
@@ -479,7 +483,7 @@ def test_force_election_picks_the_healthiest_follower(admin, make_site, register
     register(site_id, "host-c")  # registered after host-b: its registration is its last heartbeat
     instance_heartbeat(actor=Actor.system("tests"), instance_id=second, status="healthy")  # now the freshest
 
-    response = run_action(admin, SITES, "force_election", [site_id])
+    response = run_action(admin, SITES, "force_election", [site_id], post="yes")  # the page's default
     assert any(f"leader {first} → {second}" in text for text in messages_of(response))
     assert Instance.objects.get(is_leader=True).pk == second
     assert Site.objects.get(pk=site_id).leader_term == 2
@@ -494,7 +498,7 @@ def test_force_election_picks_the_healthiest_follower(admin, make_site, register
 def test_force_election_without_a_live_follower_is_an_error(admin, make_site, register):
     site_id = make_site("chicago")
     register(site_id, "host-a")
-    response = run_action(admin, SITES, "force_election", [site_id])
+    response = run_action(admin, SITES, "force_election", [site_id], post="yes", leader="healthiest")
     [message] = response.context["messages"]
     assert message.level_tag == "error" and "no live follower" in str(message)
     assert Site.objects.get(pk=site_id).leader_term == 1

@@ -1,6 +1,7 @@
-"""The fleet dashboard and a site action in a real browser: headless Debian Chromium driven by Playwright
-against `manage.py serve` (daphne, whitenoise serving the collected static files) on the test
-database. A staff user made in the test logs in through the real login form.
+"""The fleet dashboard in a real browser: headless Debian Chromium driven by Playwright against
+`manage.py serve` (daphne, whitenoise serving the collected static files) on the test database. A staff
+user made in the test logs in through the real login form. The admin's actions in a browser:
+test_admin_operations_browser.py.
 
 Playwright's sync API keeps an event loop running in this thread while a browser is open, and Django
 refuses ORM calls from such a thread: each test writes its data first, then drives the browser, and
@@ -21,12 +22,10 @@ import pytest
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.utils import timezone
-from django.utils.text import capfirst
 
 from instances.models import Instance
 from instances.services import instance_heartbeat, instance_register
 from inventory.services import inventory_add_devices
-from sites.models import Site
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
 from tests.e2e.servers import ROOT, serve
@@ -173,24 +172,3 @@ def test_an_operator_reads_the_fleet_on_the_dashboard(server, django_user_model)
         page.wait_for_url(f"**/admin/sites/site/{quote(EMPTY)}/change/")
         assert page.locator(".field-id .readonly").inner_text() == EMPTY
         assert problems == []
-
-
-def test_force_election_from_the_site_changelist(server, django_user_model):
-    site_create(actor=TEST_ACTOR, site_id=CHICAGO, values={"label": "Chicago"})
-    leader = up(CHICAGO, "chi-a")
-    follower = up(CHICAGO, "chi-b")
-    make_operator(django_user_model, "sites.view_site", "sites.change_site")
-
-    with browser_page(server) as (page, problems):
-        log_in(page, "/admin/sites/site/")
-        page.check(f'input[name="_selected_action"][value="{CHICAGO}"]')
-        page.select_option('select[name="action"]', "force_election")
-        page.click('button[name="index"]')
-        message = page.locator(".messagelist .success")
-        message.wait_for()
-        assert message.inner_text() == capfirst(f"{CHICAGO}: leader {leader} → {follower} (leaderTerm 2).")
-        assert problems == []
-
-    site = Site.objects.get(pk=CHICAGO)
-    assert site.leader_term == 2
-    assert list(Instance.objects.filter(site=site, is_leader=True).values_list("pk", flat=True)) == [follower]

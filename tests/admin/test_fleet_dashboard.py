@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from instances.models import Instance
 from instances.services import instance_heartbeat
+from sites.services import site_update
 from tests.conftest import TEST_ACTOR
 from tests.inventory.test_inventory_api import device
 
@@ -167,7 +168,10 @@ def test_the_dashboard_shows_status_summary_alerts_and_sites(admin_client, fleet
     cells, links, status = sites[CHICAGO]
     chicago_leader = fleet["chicago"][0]
     assert status == "healthy"  # inventory version: 1 for a new site, 2 after the one change set
-    assert cells[:8] == [CHICAGO, "healthy", chicago_leader, "2 / 2", "2", "2", "2", "never"]
+    # the leader by hostname (its id on hover); no instance drifts (none reported an inventory version)
+    assert cells[:9] == [CHICAGO, "healthy", "chi-a", "2 / 2", "–", "2", "2", "2", "never"]
+    leader_link = f'href="{instance_url(chicago_leader)}" title="{chicago_leader}">chi-a</a>'
+    assert leader_link in response.content.decode()
     assert links == [
         f"/admin/sites/site/{CHICAGO}/change/",
         instance_url(chicago_leader),
@@ -175,9 +179,10 @@ def test_the_dashboard_shows_status_summary_alerts_and_sites(admin_client, fleet
         f"/admin/discovery/discoveryrun/?site__id__exact={CHICAGO}",
     ]
     cells, links, status = sites[NYC]
-    assert (status, cells[1:4]) == ("degraded", ["degraded", nyc_leader, "1 / 2"])
+    assert (status, cells[1:4]) == ("degraded", ["degraded", "nyc-a", "1 / 2"])
+    assert links[1] == instance_url(nyc_leader)
     cells, links, status = sites[EMPTY]
-    assert (status, cells[1:5]) == ("offline", ["offline", "no leader", "0 / 0", "0"])
+    assert (status, cells[1:6]) == ("offline", ["offline", "no leader", "0 / 0", "–", "0"])
     assert links[0] == "/admin/sites/site/0-empty_5Fsite/change/"
     assert links[1] == "/admin/inventory/device/?site__id__exact=0-empty_site"
 
@@ -256,15 +261,54 @@ def test_only_staff_who_may_view_sites_see_it(db, django_user_model, fleet):
     assert 'id="fleet-dashboard-link"' in client.get("/admin/").content.decode()
 
 
+def test_instances_behind_their_site_are_flagged_as_drift(admin_client, fleet, up, make_site):
+    """The alerts' definition: a live instance behind its site's config (reported, else last sent) or
+    inventory (reported) version; an offline one is the liveness alerts', never drift."""
+    chi_a, chi_b = fleet["chicago"]
+    nyc_a, nyc_b = fleet["nyc"]
+    site_update(actor=TEST_ACTOR, site_id=NYC, values={"min_replicas": 2}, partial=True)  # config v2
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=chi_b, status="healthy", inventory_version=1)
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=nyc_a, status="healthy", config_version=1)
+    Instance.objects.filter(pk=nyc_b).update(inventory_version=1)  # behind too, but offline
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=chi_a, status="healthy", inventory_version=2)  # current
+
+    response = admin_client.get(DASHBOARD)
+    page = _Page(response.content.decode())
+    assert page.texts["summary-drift"] == "2 instances drifting"
+    drift = [(attrs["data-instance"], cells, links) for cells, links, attrs in page.rows("fleet-drift")]
+    assert drift == [
+        (
+            chi_b,
+            [CHICAGO, "chi-b", "healthy", "current", "1 behind (site: 2)"],
+            [f"/admin/sites/site/{CHICAGO}/change/", instance_url(chi_b)],
+        ),
+        (
+            nyc_a,
+            [NYC, "nyc-a", "healthy", "1 behind (site: 2)", "not reported"],
+            [f"/admin/sites/site/{NYC}/change/", instance_url(nyc_a)],
+        ),
+    ]
+    sites = {attrs["data-site"]: cells for cells, _, attrs in page.rows("fleet-sites")}
+    assert (sites[CHICAGO][4], sites[NYC][4], sites[EMPTY][4]) == ("1 behind", "1 behind", "–")
+    assert f'title="chi-b ({chi_b})">1 behind</span>' in response.content.decode()
+
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=chi_b, status="healthy", inventory_version=2)
+    instance_heartbeat(actor=TEST_ACTOR, instance_id=nyc_a, status="healthy", config_version=2)
+    page = _Page(admin_client.get(DASHBOARD).content.decode())
+    assert page.texts["summary-drift"] == "0 instances drifting"
+    assert page.texts["fleet-no-drift"] == "Every live instance has its site's config and inventory."
+
+
 def _add_sites(make_site, register, admin_api, first: int, last: int) -> None:
     for n in range(first, last):
         site = make_site(f"site-{n:02d}")
         register(site, "host-a")
-        register(site, "host-b")
+        behind = register(site, "host-b")
         response = admin_api.post(
             f"/api/v1/sites/{site}/inventory/devices", {"devices": [device(f"r{n}")]}, format="json"
         )
         assert response.status_code < 300, response.content
+        instance_heartbeat(actor=TEST_ACTOR, instance_id=behind, status="healthy", inventory_version=1)
 
 
 def test_the_query_count_does_not_grow_with_the_fleet(
@@ -281,4 +325,6 @@ def test_the_query_count_does_not_grow_with_the_fleet(
     _add_sites(make_site, register, admin_api, 1, 20)
     with django_assert_max_num_queries(len(one_site)):
         response = admin_client.get(DASHBOARD)
-    assert len(_Page(response.content.decode()).rows("fleet-sites")) == 20
+    page = _Page(response.content.decode())
+    assert len(page.rows("fleet-sites")) == 20
+    assert len(page.rows("fleet-drift")) == 20  # every host-b is an inventory version behind
