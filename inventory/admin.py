@@ -647,7 +647,7 @@ class SiteImportJobs:
 class ImportJobAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ("job", "site", "kind", "status", "mode", "file_name", "requested_by", "created_at")
     list_display_links = None  # each row's link is to the job's page (the "job" column)
-    list_filter = ("status", "dry_run", "site")
+    list_filter = ("status", "dry_run", ("site", AutocompleteFilter))
     list_select_related = ("site",)
     search_fields = ("id", "file_name", "requested_by")
     show_full_result_count = False

@@ -440,6 +440,19 @@ def test_lists_filter_by_site_with_one_input_not_a_link_per_site(
     assert 'name="site__id__exact"' in html and "data-autocomplete-url" not in html
 
 
+def test_no_admin_list_filters_by_site_with_a_link_per_site():
+    """Thousands of sites: a plain "site" list filter renders a link for each; every admin that filters
+    by site takes the one-input filter instead (core.admin.AutocompleteFilter, or SiteIdFilter for a
+    plain column)."""
+    plain = [
+        f"{model._meta.label}: {entry}"
+        for model, model_admin in django_admin.site._registry.items()
+        for entry in model_admin.list_filter
+        if isinstance(entry, str) and entry.split("__")[0] in ("site", "site_id")
+    ]
+    assert not plain, plain
+
+
 def test_list_query_counts_do_not_grow_with_the_rows(admin, make_site, register, admin_api):
     """Every list changed here, unfiltered and filtered, in as many queries with 8 sites as with one."""
     pages = [(SITES, {}), (SITES, {"has_leader": "yes", "drift": "no", "discovery_enabled__exact": "1"})]
