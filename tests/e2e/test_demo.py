@@ -127,7 +127,8 @@ def group_alive(pgid: int) -> bool:
 
 
 class FleetRows(HTMLParser):
-    """The dashboard's site rows: {site id: {"cells": [cell texts], "leader": leader link text or None}}."""
+    """The dashboard's site rows: {site id: {"cells": [cell texts], "leader": the leader link's title (its
+    instance id) or None, "leader_name": the link's text (its hostname)}}."""
 
     def __init__(self):
         super().__init__()
@@ -145,7 +146,8 @@ class FleetRows(HTMLParser):
             self.cell = []
         elif tag == "a" and "fleet-leader" in classes and self.row is not None:
             self.in_leader = True
-            self.row["leader"] = ""
+            self.row["leader"] = attrs.get("title")
+            self.row["leader_name"] = ""
 
     def handle_endtag(self, tag):
         if tag == "td" and self.row is not None and self.cell is not None:
@@ -160,7 +162,7 @@ class FleetRows(HTMLParser):
         if self.cell is not None:
             self.cell.append(data)
         if self.in_leader:
-            self.row["leader"] += data.strip()
+            self.row["leader_name"] += data.strip()
 
 
 def dashboard(base_url: str, user: str, password: str) -> dict[str, dict]:
@@ -234,10 +236,12 @@ def test_make_demo_starts_a_living_fleet_and_ctrl_c_stops_it_all(tmp_path):
         rows = dashboard(base_url, user, password)
         assert set(rows) == set(DEVICES), rows
         for site_id, row in rows.items():
-            assert row["leader"] and row["leader"] == leaders[site_id], (site_id, row)
+            assert row["leader"] and row["leader"] == leaders[site_id], (site_id, row)  # the id on hover
+            assert row["leader_name"].startswith("promsnmp-"), (site_id, row)  # shown by hostname
             agents = len(AGENTS[site_id])
             assert row["cells"][3] == f"{agents} / {agents}", (site_id, row)  # instances live / registered
-            assert row["cells"][4] == str(len(DEVICES[site_id])), (site_id, row)  # devices
+            assert row["cells"][4] == "–", (site_id, row)  # no instance drifts
+            assert row["cells"][5] == str(len(DEVICES[site_id])), (site_id, row)  # devices
 
         for site_id, names in DEVICES.items():
             runs = requests.get(
