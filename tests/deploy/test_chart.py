@@ -124,7 +124,8 @@ def test_commands_match_the_production_processes():
     assert api[:2] == local["gunicorn"][:2] == ["gunicorn", "config.wsgi"]
     assert api[api.index("--forwarded-allow-ips") + 1] == ""  # Django's NUM_PROXIES decides, as in run_prod
     # The worker class that reads requests within a deadline, and its threads (issue 8: slow clients).
-    for option in ("--worker-class", "--forwarded-allow-ips", "--graceful-timeout"):
+    # config.gunicorn_conf: the workers' metrics summed (prometheus_client multiprocess mode).
+    for option in ("--config", "--worker-class", "--forwarded-allow-ips", "--graceful-timeout"):
         assert api[api.index(option) + 1] == local["gunicorn"][local["gunicorn"].index(option) + 1], option
     assert api[api.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
     threads = yaml.safe_load((CHART / "values.yaml").read_text())["api"]["threads"]
