@@ -182,7 +182,8 @@ def child_commands() -> dict[str, list[str]]:
     # gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn): not for a child.
     no_control_socket = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
     bind = f"[{host}]:{settings.PORT}" if ":" in host else f"{host}:{settings.PORT}"
-    celery = [python, "-m", "celery", "-A", "config"]
+    # -q: no banner (printed, not logged), only log lines (config/celery.py)
+    celery = [python, "-m", "celery", "-A", "config", "-q"]
     return {
         # Forwarded headers are Django's business (NUM_PROXIES), as under daphne: gunicorn trusts none.
         "gunicorn": [

@@ -374,6 +374,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The beat loop must wake at least as often as the fastest entry (leader check).
 CELERY_BEAT_MAX_LOOP_INTERVAL = min(5, LEADER_CHECK_INTERVAL_SECONDS)
 CELERY_TIMEZONE = "UTC"
+# Celery logs through LOGGING like the servers (config/celery.py's setup_logging receiver): never its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 # The queue that tasks go to and the worker takes them from: another queue name keeps workers of other
 # deployments (or test runs) on the same Redis database from taking this one's tasks.

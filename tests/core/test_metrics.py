@@ -1,6 +1,6 @@
 """/metrics in one process (the embedded default's shape: no PROMETHEUS_MULTIPROC_DIR), the database pool
-gauges, the bookkeeping for dead processes, the alert rules' inputs against the series really exported.
-The multiprocess shape (gunicorn, run_prod) is
+gauges, the bookkeeping for dead processes, the alert rules' inputs against the series really exported,
+and the request id that an event carries. The multiprocess shape (gunicorn, run_prod) is
 tests/e2e/test_metrics_multiprocess.py."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from asgiref.sync import async_to_sync
 from django.db import connections
 from django.utils import timezone
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
@@ -20,10 +21,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.metrics import SharedFilesCollector, mark_dead_processes, multiprocess_dir
+from core.models import OutboxMessage
 from discovery.models import DiscoveryRun
 from discovery.runs import runs_expire
 from instances.services import instance_heartbeat
 from sites.models import Site
+from sites.services import site_update
 from tests.conftest import TEST_ACTOR
 from tests.deploy.test_alert_rules import RULE_TESTS
 
@@ -147,3 +150,26 @@ def test_the_alert_rules_unit_tests_use_the_labels_the_series_have(client, make_
         names = {pair.split("=", 1)[0] for pair in labels.rstrip("}").split(",") if pair}
         assert name in exported, f"{name} (alerts_test.yaml) is not on /metrics"
         assert names == exported[name], f"{series}: /metrics has {sorted(exported[name])}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_caused_by_a_request_carries_its_id(client_for, make_site, layer, listen):
+    make_site("site")
+    channel = listen("site.site")
+    api = client_for("admin")
+    response = api.patch(
+        "/api/v1/sites/site",
+        {"config": {"discoveryCron": "0 0 3 * * *"}},
+        format="json",
+        HTTP_X_REQUEST_ID="req-evt-1",
+    )
+    assert response.status_code == 200, response.content
+    message = async_to_sync(layer.receive)(channel)
+    assert message["event"]["type"] == "config_updated"
+    assert message["event"]["requestId"] == "req-evt-1"
+    assert OutboxMessage.objects.get(group="site.site").body["requestId"] == "req-evt-1"
+
+    # Without a request (a service called from a command, beat), no requestId.
+    site_update(actor=TEST_ACTOR, site_id="site", values={"min_replicas": 2}, partial=True)
+    message = async_to_sync(layer.receive)(channel)
+    assert message["event"]["type"] == "config_updated" and "requestId" not in message["event"]

@@ -135,12 +135,13 @@ def test_commands_match_the_production_processes():
     assert ws[:2] == ["python", "manage.py"]
     assert ws[2:4] == local["daphne"][1:3] == ["serve", "--no-beat"]
 
+    # -q: no banner, only log lines (LOG_FORMAT=json: one JSON object per line; config/celery.py)
     worker = container(docs, "worker")["command"]
-    assert worker[:4] == local["worker"][:4] == ["celery", "-A", "config", "worker"]
+    assert worker[:5] == local["worker"][:5] == ["celery", "-A", "config", "-q", "worker"]
     assert worker[worker.index("--hostname") + 1] == f"{FULLNAME}@%h"
 
     beat = container(docs, "beat")["command"]
-    assert beat[:4] == local["beat"][:4] == ["celery", "-A", "config", "beat"]
+    assert beat[:5] == local["beat"][:5] == ["celery", "-A", "config", "-q", "beat"]
     assert beat[beat.index("--scheduler") + 1] == settings.CELERY_BEAT_SCHEDULER
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
 
