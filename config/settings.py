@@ -434,6 +434,9 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "celery": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # billiard (Celery's pool) logs a pool process's exit here, with propagation off; without a
+        # handler Python's last resort would print it bare, not as JSON.
+        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 
