@@ -72,5 +72,6 @@ USER ${APP_UID}:${APP_UID}
 EXPOSE 8000 8001
 # REST under gunicorn, as `make run-prod` starts it: threaded workers that read each request within a
 # deadline (a slow client holds one thread, not a worker); forwarded headers are Django's business
-# (NUM_PROXIES), so gunicorn trusts none. The chart passes its own arguments.
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "config.gunicorn.ThreadWorker", "--threads", "8", "--forwarded-allow-ips", "", "--graceful-timeout", "10", "--timeout", "30", "--worker-tmp-dir", "/dev/shm"]
+# (NUM_PROXIES), so gunicorn trusts none; config.gunicorn_conf sums the workers' metrics (prometheus_client
+# multiprocess mode in a directory of its own under /tmp). The chart passes its own arguments.
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--config", "python:config.gunicorn_conf", "--worker-class", "config.gunicorn.ThreadWorker", "--threads", "8", "--forwarded-allow-ips", "", "--graceful-timeout", "10", "--timeout", "30", "--worker-tmp-dir", "/dev/shm"]

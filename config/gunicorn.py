@@ -27,7 +27,7 @@ from django.conf import settings
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
-from core.admission import NEVER_SHED, ShedLog, overloaded_body, retry_after
+from core.admission import IN_FLIGHT, NEVER_SHED, ShedLog, overloaded_body, retry_after
 
 # After the first READ_TIMEOUT, a request must keep arriving at this rate: a 10 MB body gets 160 s more.
 REQUEST_MIN_BYTES_PER_SECOND = 64 * 1024
@@ -254,6 +254,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def enqueue_req(self, conn):  # main thread, like finish_request
         self.busy_threads += 1
         OCCUPANCY.set_busy(self.slot, self.busy_threads)
+        IN_FLIGHT.set(self.busy_threads)
         if self.all_threads_busy():
             super().set_accept_enabled(self.wants_accept())
         super().enqueue_req(conn)
@@ -261,6 +262,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def finish_request(self, conn, fs):
         self.busy_threads -= 1
         OCCUPANCY.set_busy(self.slot, self.busy_threads)
+        IN_FLIGHT.set(self.busy_threads)
         super().finish_request(conn, fs)
 
     # --- triage: the main thread reads the request line of a connection that came when full -----------

@@ -13,6 +13,11 @@ workers, Celery's pool) is killed with it before it is started again.
 HOST, PORT and WS_PORT come from the settings (the environment), so that every child reads the same
 values: gunicorn needs WS_PORT to build the register response's websocketUrl.
 
+gunicorn and daphne share one PROMETHEUS_MULTIPROC_DIR (`metrics_directory`, emptied at every launch), so
+/metrics on either port shows the requests of every worker and the sockets of daphne, summed; a child that
+exits has its live gauges deleted before it starts again (its counters stay). The Celery worker and beat
+are not scraped and get no such directory.
+
 gunicorn runs config.gunicorn.ThreadWorker (gthread with a read deadline); the image and the Helm chart
 start it the same way (child_commands, gunicorn_arguments).
 """
@@ -28,11 +33,14 @@ import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gunicorn
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+
+from core.metrics import MULTIPROC_ENV, mark_dead_processes
 
 STOP_TIMEOUT_SECONDS = 15
 GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 10  # requests in flight finish, within STOP_TIMEOUT_SECONDS
@@ -51,6 +59,7 @@ def run() -> int:
     call_command("sync_schedules", verbosity=0)
     call_command("bootstrap")  # first start only: prints the admin password and an admin token once
     close_database_connections()  # the children open their own
+    metrics_directory(empty=True)  # after this process's own use of the database: its gauges are not theirs
 
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +100,7 @@ class Child:
         """Restart when due; True when the process is in a crash loop (the caller stops everything)."""
         if self.process is None:
             if now >= self.restart_at:
+                mark_dead_processes(str(metrics_directory()))  # the gauges of the processes it took along
                 self.start()
                 say("run_prod", f"{self.name} restarted, pid {self.process.pid}")
             return False
@@ -147,9 +157,21 @@ def close_database_connections() -> None:
             connection.close_pool()
 
 
+def metrics_directory(*, empty: bool = False) -> Path:
+    """PROMETHEUS_MULTIPROC_DIR of gunicorn and daphne: the environment's, else VAR_DIR/prometheus. Emptied
+    of metric files at launch: counts of an earlier launch are not this one's."""
+    directory = Path(os.environ.get(MULTIPROC_ENV) or Path(settings.VAR_DIR) / "prometheus")
+    directory.mkdir(parents=True, exist_ok=True)
+    if empty:
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    return directory
+
+
 def gunicorn_arguments() -> list[str]:
     """gunicorn's options after the bind address: the same here, in the image and in the chart."""
     return [
+        *("--config", "python:config.gunicorn_conf"),  # multiprocess metrics (config/gunicorn_conf.py)
         *("--worker-class", "config.gunicorn.ThreadWorker", "--threads", str(settings.GUNICORN_THREADS)),
         *("--forwarded-allow-ips", "", "--graceful-timeout", str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS)),
         *("--timeout", str(settings.GUNICORN_TIMEOUT)),
@@ -161,7 +183,8 @@ def child_commands() -> dict[str, list[str]]:
     # gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn): not for a child.
     no_control_socket = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
     bind = f"[{host}]:{settings.PORT}" if ":" in host else f"{host}:{settings.PORT}"
-    celery = [python, "-m", "celery", "-A", "config"]
+    # -q: no banner (printed, not logged), only log lines (config/celery.py)
+    celery = [python, "-m", "celery", "-A", "config", "-q"]
     return {
         # Forwarded headers are Django's business (NUM_PROXIES), as under daphne: gunicorn trusts none.
         "gunicorn": [
@@ -186,7 +209,7 @@ def start(name: str, command: list[str]) -> subprocess.Popen:
     child = subprocess.Popen(
         command,
         cwd=settings.BASE_DIR,
-        env=child_environment(),
+        env=child_environment(name),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -197,14 +220,21 @@ def start(name: str, command: list[str]) -> subprocess.Popen:
     return child
 
 
-def child_environment() -> dict[str, str]:
-    return {
+SCRAPED_CHILDREN = ("gunicorn", "daphne")  # the servers of /metrics, sharing the metrics directory
+
+
+def child_environment(name: str) -> dict[str, str]:
+    env = {
         **os.environ,
         "HOST": settings.HOST,
         "PORT": str(settings.PORT),
         "WS_PORT": str(settings.WS_PORT),
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop(MULTIPROC_ENV, None)
+    if name in SCRAPED_CHILDREN:
+        env[MULTIPROC_ENV] = str(metrics_directory())
+    return env
 
 
 def copy_output(name: str, stream) -> None:

@@ -112,7 +112,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_celery_beat",
-    "django_prometheus",
     "core",
     "sites",
     "instances",
@@ -127,7 +126,6 @@ MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "core.middleware.HttpMetricsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -136,7 +134,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -386,6 +383,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The beat loop must wake at least as often as the fastest entry (leader check).
 CELERY_BEAT_MAX_LOOP_INTERVAL = min(5, LEADER_CHECK_INTERVAL_SECONDS)
 CELERY_TIMEZONE = "UTC"
+# Celery logs through LOGGING like the servers (config/celery.py's setup_logging receiver): never its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 # The queue that tasks go to and the worker takes them from: another queue name keeps workers of other
 # deployments (or test runs) on the same Redis database from taking this one's tasks.
@@ -435,6 +434,9 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "celery": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # billiard (Celery's pool) logs a pool process's exit here, with propagation off; without a
+        # handler Python's last resort would print it bare, not as JSON.
+        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 

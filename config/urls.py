@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core import metrics as core_metrics
 from core import views as core_views
 from discovery import runs_api as discovery_runs_api
 from fleet import api as fleet_api
@@ -95,7 +96,7 @@ urlpatterns = [
     # The operators' fleet dashboard, an admin page (staff only) outside the admin's own URLs.
     path("admin/fleet/", admin.site.admin_view(fleet_dashboard), name="fleet-dashboard"),
     path("admin/", admin.site.urls),
-    path("", include("django_prometheus.urls")),
+    path("metrics", core_metrics.metrics, name="metrics"),
 ]
 
 handler400 = "core.errors.json_bad_request"

@@ -35,7 +35,12 @@ SCOPE_KEY = "promsnmp.admission"
 LOG_EVERY_SECONDS = 10
 
 SHED = Counter("promsnmp_http_requests_shed_total", "HTTP requests answered 503 by admission control.")
-IN_FLIGHT = Gauge("promsnmp_http_requests_in_flight", "HTTP requests admitted and not finished.")
+# Summed over the processes alive when they share PROMETHEUS_MULTIPROC_DIR (gunicorn: core.metrics).
+IN_FLIGHT = Gauge(
+    "promsnmp_http_requests_in_flight",
+    "HTTP requests admitted and not finished.",
+    multiprocess_mode="livesum",
+)
 
 
 class Ticket:

@@ -6,4 +6,12 @@ class CoreConfig(AppConfig):
     verbose_name = "Access and audit"
 
     def ready(self) -> None:
+        from django.core.signals import request_finished
+        from django.db.backends.signals import connection_created
+
         from core import checks, schema  # noqa: F401  (registers the system checks, OpenAPI extensions)
+        from core.metrics import POOL
+
+        # The database pool gauges follow the pool as connections are taken and given back.
+        connection_created.connect(POOL.connection_created, weak=False, dispatch_uid="core.metrics.pool")
+        request_finished.connect(POOL.request_finished, weak=False, dispatch_uid="core.metrics.pool")

@@ -32,6 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.hooks import Provider
+from core.logging import current_request_id
 from core.models import OutboxMessage
 from core.timefmt import iso_z
 
@@ -80,7 +81,12 @@ def token_group(token_id: str) -> str:
 
 
 def build_event(event_type: str, site_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"type": event_type, "timestamp": iso_z(timezone.now()), "siteId": site_id, "payload": payload}
+    """The spec's envelope; with `requestId` (ours, like `seq`) when a request, or a task a request
+    caused, made the event: the X-Request-ID of the manager's log lines and audit rows about it."""
+    event = {"type": event_type, "timestamp": iso_z(timezone.now()), "siteId": site_id, "payload": payload}
+    if request_id := current_request_id():
+        event["requestId"] = request_id
+    return event
 
 
 def publish(*, group: str, event_type: str, site_id: str, payload: dict[str, Any]) -> None:

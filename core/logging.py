@@ -31,6 +31,11 @@ class RequestIdFilter(logging.Filter):
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
 
 
+def _request_id_of(record: logging.LogRecord) -> str | None:
+    value = getattr(record, "request_id", None)
+    return value if value and value != "-" else current_request_id()
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -38,7 +43,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "requestId": getattr(record, "request_id", None) or current_request_id(),
+            # null when there is none ("-" is the text format's placeholder, RequestIdFilter)
+            "requestId": _request_id_of(record),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):

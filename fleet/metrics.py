@@ -1,7 +1,7 @@
 """Prometheus text for GET /api/v1/fleet/metrics, and the collector behind the manager's own /metrics.
 
 Both read the database when asked (never process-global counters), so every gunicorn worker answers
-the same.
+the same, and a scrape serves them once whichever process answers it (core.metrics).
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from collections.abc import Iterable, Iterator
 
 from django.db import DatabaseError
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from core.metrics import register_collector
 from fleet.selectors import INSTANCE_STATES, SITE_STATES, manager_reading
 
 logger = logging.getLogger("promsnmp.metrics")
 
+# The site's label in every series, here and on /metrics: the spec's fleet metrics name it `site`
+# (docs/decisions.md, issue 11).
+SITE = "site"
 # Text exposition format 0.0.4, which every Prometheus reads (the spec's example is in it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -64,15 +67,15 @@ def fleet_prometheus_text(metrics: dict) -> str:
         (
             "promsnmp_site_instances",
             "Site instance count",
-            [({"site": s["id"]}, s["instances"]) for s in sites],
+            [({SITE: s["id"]}, s["instances"]) for s in sites],
         ),
         # Ours, in the same style.
-        ("promsnmp_fleet_agents_total", "Total SNMP agents", [({}, metrics["agentsTotal"])]),
+        ("promsnmp_fleet_agents", "Total SNMP agents", [({}, metrics["agentsTotal"])]),
         (
             "promsnmp_site_status",
             "Site status (1 for the current one)",
             [
-                ({"site": s["id"], "status": status}, s["status"] == status)
+                ({SITE: s["id"], "status": status}, s["status"] == status)
                 for s in sites
                 for status in SITE_STATES
             ],
@@ -80,25 +83,25 @@ def fleet_prometheus_text(metrics: dict) -> str:
         (
             "promsnmp_site_healthy_instances",
             "Site healthy instance count",
-            [({"site": s["id"]}, s["healthyInstances"]) for s in sites],
+            [({SITE: s["id"]}, s["healthyInstances"]) for s in sites],
         ),
         (
             "promsnmp_site_has_leader",
             "1 when the site has a leader, else 0",
-            [({"site": s["id"]}, s["hasLeader"]) for s in sites],
+            [({SITE: s["id"]}, s["hasLeader"]) for s in sites],
         ),
-        ("promsnmp_site_devices", "Site device count", [({"site": s["id"]}, s["devices"]) for s in sites]),
-        ("promsnmp_site_agents", "Site SNMP agent count", [({"site": s["id"]}, s["agents"]) for s in sites]),
+        ("promsnmp_site_devices", "Site device count", [({SITE: s["id"]}, s["devices"]) for s in sites]),
+        ("promsnmp_site_agents", "Site SNMP agent count", [({SITE: s["id"]}, s["agents"]) for s in sites]),
         (
             "promsnmp_site_inventory_version",
             "Site inventory version",
-            [({"site": s["id"]}, s["inventoryVersion"]) for s in sites],
+            [({SITE: s["id"]}, s["inventoryVersion"]) for s in sites],
         ),
     ]
     return "\n".join(_family(*family) for family in families)
 
 
-# --- the manager's /metrics (django-prometheus) ---------------------------------------------------
+# --- the manager's /metrics (core.metrics) -------------------------------------------------------------
 
 
 class ManagerCollector:
@@ -109,7 +112,7 @@ class ManagerCollector:
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        is_leader, heartbeat, discovery, sockets, config_lag, inventory_lag, timed_out = self._families()
+        is_leader, heartbeat, discovery, config_lag, inventory_lag, timed_out = self._families()
         try:
             reading = manager_reading()
         except DatabaseError:
@@ -123,15 +126,14 @@ class ManagerCollector:
         for site_id, last_discovery in reading.sites:
             if last_discovery is not None:
                 discovery.add_metric([site_id], last_discovery.timestamp())
-        sockets.add_metric([], reading.open_sockets)
         for site_id, instance_id, config, inventory in reading.version_lags:
             if config is not None:
                 config_lag.add_metric([site_id, instance_id], config)
-            if inventory is not None:  # never reported: unknown, no sample (fleet.selectors.version_lags)
+            if inventory is not None:  # never reported: unknown, no sample (instances.selectors.version_lags)
                 inventory_lag.add_metric([site_id, instance_id], inventory)
         for site_id, last in reading.timed_out:
             timed_out.add_metric([site_id], last.timestamp())
-        yield from (is_leader, heartbeat, discovery, sockets, config_lag, inventory_lag, timed_out)
+        yield from (is_leader, heartbeat, discovery, config_lag, inventory_lag, timed_out)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -139,39 +141,35 @@ class ManagerCollector:
             GaugeMetricFamily(
                 "promsnmp_manager_instance_is_leader",
                 "1 when the instance is its site's leader",
-                labels=["site_id", "instance_id"],
+                labels=[SITE, "instance_id"],
             ),
             GaugeMetricFamily(
                 "promsnmp_manager_instance_last_heartbeat_timestamp",
                 "Unix time of the instance's last heartbeat (registration counts as one)",
-                labels=["site_id", "instance_id"],
+                labels=[SITE, "instance_id"],
             ),
             GaugeMetricFamily(
                 "promsnmp_manager_site_last_discovery_timestamp",
                 "Unix time the site's last discovery run ended (absent when none has)",
-                labels=["site_id"],
-            ),
-            GaugeMetricFamily(
-                "promsnmp_manager_websocket_connections_active",
-                "Live instances with an open event socket, fleet-wide (from the database)",
+                labels=[SITE],
             ),
             # Ours (the alert rules' InstanceConfigDrift, InstanceInventoryDrift, DiscoveryRunTimedOut).
             GaugeMetricFamily(
                 "promsnmp_manager_instance_config_version_lag",
                 "Site config version minus the instance's (reported, else last sent to it)",
-                labels=["site_id", "instance_id"],
+                labels=[SITE, "instance_id"],
             ),
             GaugeMetricFamily(
                 "promsnmp_manager_instance_inventory_version_lag",
                 "Site inventory version minus the one the instance reported (absent when it never did)",
-                labels=["site_id", "instance_id"],
+                labels=[SITE, "instance_id"],
             ),
             # A timestamp, not a count of runs: runs go with their site, and a count that goes down would
             # read as a counter reset to increase(); a timestamp never goes back and changes() sees each one.
             GaugeMetricFamily(
                 "promsnmp_manager_site_last_discovery_timeout_timestamp",
                 "Unix time the site's latest timed-out discovery run ended (absent when none has)",
-                labels=["site_id"],
+                labels=[SITE],
             ),
         )
 
@@ -180,14 +178,14 @@ _registered: ManagerCollector | None = None
 _lock = threading.Lock()
 
 
-def register_manager_collector(registry: CollectorRegistry = REGISTRY) -> ManagerCollector:
+def register_manager_collector() -> ManagerCollector:
     """Once per process, however often AppConfig.ready() runs (tests, autoreload)."""
     global _registered
     with _lock:
         if _registered is None:
             collector = ManagerCollector()
             try:
-                registry.register(collector)
+                register_collector(collector)
             except ValueError:  # the names are taken: a copy of this module registered them already
                 logger.info("manager metrics collector already registered")
             _registered = collector

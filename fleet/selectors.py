@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from core.timefmt import iso_z
 from discovery.models import DiscoveryRun, RunStatus
-from instances.liveness import DEGRADED, HEALTHY, OFFLINE, alive_cutoff, liveness
+from instances.liveness import DEGRADED, HEALTHY, OFFLINE, liveness
 from instances.models import Instance
 from instances.selectors import (
     SITE_DEGRADED,
@@ -295,41 +295,29 @@ def fleet_metrics(state: FleetState) -> dict:
 class ManagerReading:
     instances: list[tuple]  # (site id, instance id, is leader, last heartbeat)
     sites: list[tuple]  # (site id, last discovery)
-    open_sockets: int
     # (site id, instance id, config version lag, inventory version lag or None): see version_lags().
     version_lags: list[tuple]
     timed_out: list[tuple]  # (site id, when its latest timed-out discovery run ended)
 
 
-def manager_reading(now: datetime | None = None) -> ManagerReading:
-    """What the manager's /metrics collector exposes, read at scrape time: three queries.
-
-    open_sockets counts live instances whose event socket the database records as open (opened and
-    not closed since), so every process answers the same; a socket lost with a crashed daphne
-    counts until its instance reconnects or stops being alive.
-    """
-    now = now or timezone.now()
-    cutoff = alive_cutoff(now)
+def manager_reading() -> ManagerReading:
+    """What the manager's /metrics collector exposes, read at scrape time: three queries. (Open sockets
+    are counted by the servers that hold them: instances.consumers.)"""
     rows = Instance.objects.order_by("site_id", "id").values_list(
         "site_id",
         "id",
         "is_leader",
         "last_heartbeat",
-        "socket_connected_at",
-        "socket_disconnected_at",
         "site__config_version",
         "site__inventory_version",
         "config_version",
         "config_version_sent",
         "inventory_version",
     )
-    instances, lags, open_sockets = [], [], 0
-    for site_id, instance_id, is_leader, last_heartbeat, opened, closed, *versions in rows:
+    instances, lags = [], []
+    for site_id, instance_id, is_leader, last_heartbeat, *versions in rows:
         instances.append((site_id, instance_id, is_leader, last_heartbeat))
         lags.append((site_id, instance_id, *version_lags(*versions)))
-        alive = last_heartbeat is not None and last_heartbeat >= cutoff
-        if alive and opened is not None and (closed is None or closed < opened):
-            open_sockets += 1
     sites = list(Site.objects.order_by("id").values_list("id", "last_discovery_at"))
     timed_out = list(
         DiscoveryRun.objects.filter(status=RunStatus.TIMED_OUT, completed_at__isnull=False)
@@ -337,6 +325,4 @@ def manager_reading(now: datetime | None = None) -> ManagerReading:
         .annotate(last=Max("completed_at"))
         .order_by("site_id")
     )
-    return ManagerReading(
-        instances=instances, sites=sites, open_sockets=open_sockets, version_lags=lags, timed_out=timed_out
-    )
+    return ManagerReading(instances=instances, sites=sites, version_lags=lags, timed_out=timed_out)

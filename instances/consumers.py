@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
+from prometheus_client import Gauge
 
 from core.events import build_event, events_since, instance_group, site_group, token_group
 from core.parsers import loads_strict
@@ -21,6 +22,13 @@ from instances.frames import FrameRejected, frame_handlers
 logger = logging.getLogger("promsnmp.socket")
 MAX_FRAME_BYTES = 65536
 OUTAGE_RETRY_SECONDS = (0.5, 5)  # first and largest wait between tries to rejoin a channel layer that is down
+# The spec's gauge: sockets this server holds open (accepted and authenticated), summed over the daphne
+# processes that share PROMETHEUS_MULTIPROC_DIR (core.metrics); over pods, sum() it in PromQL.
+SOCKETS = Gauge(
+    "promsnmp_manager_websocket_connections_active",
+    "Instance event sockets open on this server",
+    multiprocess_mode="livesum",
+)
 
 
 class InstanceEventsConsumer(AsyncWebsocketConsumer):
@@ -31,6 +39,7 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
     groups: list[str] = []
     expiry: asyncio.TimerHandle | None = None
     last_seq = 0  # the highest seq sent on this socket (or the site's when it opened)
+    counted = False  # in SOCKETS
 
     @property
     def channel_receive(self):
@@ -114,6 +123,8 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
         )
         self.last_seq = grant.site_event_seq
         await self.accept()
+        SOCKETS.inc()
+        self.counted = True
         if grant.token_expires_at is not None:
             # The session ends with its credential: closed when the token expires, to the moment.
             delay = (grant.token_expires_at - timezone.now()).total_seconds()
@@ -140,6 +151,9 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
         return ""
 
     async def disconnect(self, code):
+        if self.counted:
+            SOCKETS.dec()
+            self.counted = False
         if self.expiry is not None:
             self.expiry.cancel()
         for group in self.groups:

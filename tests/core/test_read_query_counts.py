@@ -81,7 +81,7 @@ READS = [
     Read("sd-instances", "/api/v1/sd/instances"),
     Read("sd-devices", "/api/v1/sd/devices?site={site}"),
     Read("audit-log", "/api/v1/audit-log?limit=1000"),
-    Read("prometheus-django-metrics", "/metrics"),
+    Read("metrics", "/metrics"),
 ]
 # GET routes that read no table whatever the data (checked by the meta-test below, so the list stays
 # honest about why a route has no count).

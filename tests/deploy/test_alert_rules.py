@@ -22,8 +22,8 @@ SPEC_RULES = (
     "DiscoveryStale",
 )
 OUR_RULES = ("InstanceConfigDrift", "InstanceInventoryDrift", "DiscoveryRunTimedOut")
-# The spec's expression, which can never fire (docs/decisions.md).
-SPEC_SITE_NO_LEADER = "count by (site_id) (promsnmp_manager_instance_is_leader == 1) == 0"
+# The spec's expression, which can never fire (docs/decisions.md), with our label for the site (`site`).
+SPEC_SITE_NO_LEADER = "count by (site) (promsnmp_manager_instance_is_leader == 1) == 0"
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:

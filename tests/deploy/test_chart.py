@@ -124,7 +124,8 @@ def test_commands_match_the_production_processes():
     assert api[:2] == local["gunicorn"][:2] == ["gunicorn", "config.wsgi"]
     assert api[api.index("--forwarded-allow-ips") + 1] == ""  # Django's NUM_PROXIES decides, as in run_prod
     # The worker class that reads requests within a deadline, and its threads (issue 8: slow clients).
-    for option in ("--worker-class", "--forwarded-allow-ips", "--graceful-timeout", "--timeout"):
+    # config.gunicorn_conf: the workers' metrics summed (prometheus_client multiprocess mode).
+    for option in ("--config", "--worker-class", "--forwarded-allow-ips", "--graceful-timeout", "--timeout"):
         assert api[api.index(option) + 1] == local["gunicorn"][local["gunicorn"].index(option) + 1], option
     assert api[api.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
     threads = yaml.safe_load((CHART / "values.yaml").read_text())["api"]["threads"]
@@ -134,12 +135,13 @@ def test_commands_match_the_production_processes():
     assert ws[:2] == ["python", "manage.py"]
     assert ws[2:4] == local["daphne"][1:3] == ["serve", "--no-beat"]
 
+    # -q: no banner, only log lines (LOG_FORMAT=json: one JSON object per line; config/celery.py)
     worker = container(docs, "worker")["command"]
-    assert worker[:4] == local["worker"][:4] == ["celery", "-A", "config", "worker"]
+    assert worker[:5] == local["worker"][:5] == ["celery", "-A", "config", "-q", "worker"]
     assert worker[worker.index("--hostname") + 1] == f"{FULLNAME}@%h"
 
     beat = container(docs, "beat")["command"]
-    assert beat[:4] == local["beat"][:4] == ["celery", "-A", "config", "beat"]
+    assert beat[:5] == local["beat"][:5] == ["celery", "-A", "config", "-q", "beat"]
     assert beat[beat.index("--scheduler") + 1] == settings.CELERY_BEAT_SCHEDULER
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
 

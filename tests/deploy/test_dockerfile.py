@@ -99,6 +99,7 @@ def test_cmd_is_gunicorn_in_exec_form_and_the_ports_are_exposed():
     assert command[command.index("--worker-class") + 1] == "config.gunicorn.ThreadWorker"
     assert command[command.index("--threads") + 1] == "8"
     assert command[command.index("--timeout") + 1] == "30"  # GUNICORN_TIMEOUT's default
+    assert command[command.index("--config") + 1] == "python:config.gunicorn_conf"  # multiprocess metrics
     (expose,) = [rest for k, rest in stage if k == "EXPOSE"]
     assert expose.split() == ["8000", "8001"]
 

@@ -73,7 +73,9 @@ def cancel(api, run_id: str, site: str = SITE) -> dict:
 
 
 def assert_cancel_discovery(event: dict, run_id: str) -> None:
-    assert set(event) == {"type", "timestamp", "siteId", "payload", "seq"}
+    # requestId: the X-Request-ID of the request that caused it (core.events)
+    assert set(event) - {"requestId"} == {"type", "timestamp", "siteId", "payload", "seq"}
+    assert isinstance(event.get("requestId", ""), str)
     assert event["type"] == "cancel_discovery"
     assert ISO_Z.match(event["timestamp"]) and event["siteId"] == SITE
     assert isinstance(event["seq"], int) and event["seq"] >= 1

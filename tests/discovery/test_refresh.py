@@ -49,7 +49,9 @@ def test_admin_refresh_sends_refresh_inventory_to_the_site(
     assert response.json() == {"status": "sent", "siteId": SITE}
 
     [event] = waiting(layer, to_site)
-    assert set(event) == {"type", "timestamp", "siteId", "payload", "seq"}
+    # requestId: the X-Request-ID of the request that caused it (core.events)
+    assert set(event) - {"requestId"} == {"type", "timestamp", "siteId", "payload", "seq"}
+    assert isinstance(event.get("requestId", ""), str)
     assert event["type"] == "refresh_inventory"
     assert ISO_Z.match(event["timestamp"])
     assert event["siteId"] == SITE

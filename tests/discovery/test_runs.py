@@ -118,7 +118,9 @@ def of_type(events: list[dict], event_type: str) -> list[dict]:
 
 
 def assert_run_discovery(event: dict, *, run_id: str, seed_ids: list[str], triggered_by: str = "manual"):
-    assert set(event) == {"type", "timestamp", "siteId", "payload", "seq"}
+    # requestId: the X-Request-ID of the request that caused it (core.events)
+    assert set(event) - {"requestId"} == {"type", "timestamp", "siteId", "payload", "seq"}
+    assert isinstance(event.get("requestId", ""), str)
     assert event["type"] == "run_discovery"
     assert ISO_Z.match(event["timestamp"])
     assert event["siteId"] == SITE

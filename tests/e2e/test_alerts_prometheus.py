@@ -140,7 +140,7 @@ def test_instance_unhealthy_fires_in_prometheus_when_heartbeats_stop():
                     if a["labels"]["alertname"] == "InstanceUnhealthy"
                     and a["labels"]["instance_id"] == instances["victim"]
                 ]
-                assert alert["labels"]["site_id"] == SITE and alert["labels"]["severity"] == "warning"
+                assert alert["labels"]["site"] == SITE and alert["labels"]["severity"] == "warning"
                 assert alert["annotations"]["summary"] == f"Instance {instances['victim']} missed heartbeats"
                 assert not heartbeats["steady"].failures, heartbeats["steady"].failures
     finally:

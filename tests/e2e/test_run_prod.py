@@ -60,7 +60,7 @@ TIMINGS = {
 # worker that is still starting (tasks wait in its queue meanwhile).
 FAILOVER_BOUND = 3 + 1 + 6
 CHILDREN = {"gunicorn": "-m gunicorn config.wsgi", "daphne": "manage.py serve --no-beat"}
-CHILDREN |= {"worker": "celery -A config worker", "beat": "celery -A config beat"}
+CHILDREN |= {"worker": "celery -A config -q worker", "beat": "celery -A config -q beat"}
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ SPEC_FAMILIES = [
     ("promsnmp_site_instances", "Site instance count"),
 ]
 OUR_FAMILIES = {
-    "promsnmp_fleet_agents_total",
+    "promsnmp_fleet_agents",
     "promsnmp_site_status",
     "promsnmp_site_healthy_instances",
     "promsnmp_site_has_leader",
@@ -400,7 +400,7 @@ def test_prometheus_text_has_the_spec_families_and_real_numbers(fleet, admin_api
         ("offline",): 2,
     }
     assert values(families, "promsnmp_fleet_devices_total") == {(): 3}
-    assert values(families, "promsnmp_fleet_agents_total") == {(): 4}
+    assert values(families, "promsnmp_fleet_agents") == {(): 4}
     assert values(families, "promsnmp_site_instances") == {
         (EMPTY,): 0,
         (CHICAGO,): 3,
@@ -462,7 +462,7 @@ def test_json_has_the_same_numbers(fleet, admin_api):
         k[0]: v for k, v in values(families, "promsnmp_fleet_instances_total").items()
     }
     assert as_json["devicesTotal"] == values(families, "promsnmp_fleet_devices_total")[()] == 3
-    assert as_json["agentsTotal"] == values(families, "promsnmp_fleet_agents_total")[()] == 4
+    assert as_json["agentsTotal"] == values(families, "promsnmp_fleet_agents")[()] == 4
     assert as_json["sites"][1] == {
         "id": CHICAGO,
         "status": "healthy",

@@ -1,5 +1,6 @@
-"""The spec's manager metrics on /metrics (django-prometheus): leadership, heartbeat and discovery
-timestamps read from the database at scrape time by a collector registered once (fleet's AppConfig)."""
+"""The spec's manager metrics on /metrics: leadership, heartbeat and discovery timestamps read from the
+database at scrape time by a collector registered once (fleet's AppConfig; core.metrics serves it once
+per scrape). The site's label is `site`, as in the spec's fleet metrics."""
 
 from __future__ import annotations
 
@@ -16,24 +17,18 @@ from discovery.models import DiscoveryRun
 from discovery.runs import runs_expire
 from fleet.metrics import ManagerCollector, register_manager_collector
 from instances.models import Instance
-from instances.services import (
-    instance_deregister,
-    instance_heartbeat,
-    instance_socket_closed,
-    instance_socket_opened,
-)
+from instances.services import instance_deregister, instance_heartbeat
 from sites.models import Site
 from sites.services import site_update
 from tests.conftest import TEST_ACTOR
 
 NAMES = {
-    "promsnmp_manager_instance_is_leader": ("site_id", "instance_id"),
-    "promsnmp_manager_instance_last_heartbeat_timestamp": ("site_id", "instance_id"),
-    "promsnmp_manager_site_last_discovery_timestamp": ("site_id",),
-    "promsnmp_manager_websocket_connections_active": (),
-    "promsnmp_manager_instance_config_version_lag": ("site_id", "instance_id"),
-    "promsnmp_manager_instance_inventory_version_lag": ("site_id", "instance_id"),
-    "promsnmp_manager_site_last_discovery_timeout_timestamp": ("site_id",),
+    "promsnmp_manager_instance_is_leader": ("site", "instance_id"),
+    "promsnmp_manager_instance_last_heartbeat_timestamp": ("site", "instance_id"),
+    "promsnmp_manager_site_last_discovery_timestamp": ("site",),
+    "promsnmp_manager_instance_config_version_lag": ("site", "instance_id"),
+    "promsnmp_manager_instance_inventory_version_lag": ("site", "instance_id"),
+    "promsnmp_manager_site_last_discovery_timeout_timestamp": ("site",),
 }
 
 
@@ -88,32 +83,7 @@ def test_leaders_heartbeats_and_discovery_are_read_at_scrape_time(client, make_s
 
 
 def test_an_empty_database_gives_the_families_without_samples(client, db):
-    families = scrape(client)
-    sockets = "promsnmp_manager_websocket_connections_active"
-    assert families == {name: {} for name in NAMES if name != sockets} | {sockets: {(): 0}}
-
-
-def test_open_sockets_are_counted_from_the_database(client, make_site, register):
-    """What the consumer records on connect and disconnect (instances/services.py), fleet-wide: every
-    process answers the same."""
-    make_site("site")
-    a, b, c = (register("site", host) for host in "abc")
-    opened = {i: instance_socket_opened(instance_id=i) for i in (a, b, c)}
-
-    def active() -> float:
-        return scrape(client)["promsnmp_manager_websocket_connections_active"][()]
-
-    assert active() == 3
-    instance_socket_closed(instance_id=b, opened_at=opened[b])
-    assert active() == 2
-    instance_socket_opened(instance_id=b)  # it reconnects
-    assert active() == 3
-    # A socket that died with its daphne is never closed in the database: it stops counting when its
-    # instance is no longer alive.
-    Instance.objects.filter(pk=c).update(last_heartbeat=timezone.now() - timedelta(minutes=10))
-    assert active() == 2
-    instance_deregister(actor=TEST_ACTOR, instance_id=a)
-    assert active() == 1
+    assert scrape(client) == {name: {} for name in NAMES}
 
 
 def test_registered_once_however_often_ready_runs(client, make_site, register):
@@ -131,7 +101,7 @@ def test_registered_once_however_often_ready_runs(client, make_site, register):
         if family.name == "promsnmp_manager_instance_is_leader"
         for sample in family.samples
     ]
-    assert [(s.labels, s.value) for s in samples] == [({"site_id": "site", "instance_id": instance}, 1)]
+    assert [(s.labels, s.value) for s in samples] == [({"site": "site", "instance_id": instance}, 1)]
 
 
 def test_registering_does_not_touch_the_database(db):

@@ -42,7 +42,9 @@ def only_event(layer, channel: str) -> dict:
 
 
 def assert_inventory_updated(event: dict, *, change_type: str, device_ids: list[str], source: str, by: str):
-    assert set(event) == {"type", "timestamp", "siteId", "payload", "seq"}
+    # requestId: the X-Request-ID of the request that caused it (core.events)
+    assert set(event) - {"requestId"} == {"type", "timestamp", "siteId", "payload", "seq"}
+    assert isinstance(event.get("requestId", ""), str)
     # seq numbers the site's events in commit order
     assert event["seq"] == Site.objects.get(pk=SITE).event_seq
     assert event["type"] == "inventory_updated"
