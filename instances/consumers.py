@@ -15,12 +15,32 @@ from django.utils import timezone
 from core.events import build_event, events_since, instance_group, site_group, token_group
 from core.parsers import loads_strict
 from core.timefmt import iso_z
-from instances import services
+from instances import election, services
 from instances.frames import FrameRejected, frame_handlers
 
 logger = logging.getLogger("promsnmp.socket")
 MAX_FRAME_BYTES = 65536
 OUTAGE_RETRY_SECONDS = (0.5, 5)  # first and largest wait between tries to rejoin a channel layer that is down
+_grace_checks: set[asyncio.Task] = set()  # the loop holds tasks weakly: these run to their end
+
+
+def check_when_grace_ends(instance_id: str) -> None:
+    """A socket closed: look at its instance's leadership the moment the failover grace ends, not at the
+    next periodic health check. A stale look (it reconnected or heartbeated meanwhile) changes nothing."""
+    loop = asyncio.get_running_loop()
+
+    async def check():
+        try:
+            await database_sync_to_async(election.leader_check_lost_socket)(instance_id=instance_id)
+        except Exception:  # the periodic health check remains
+            logger.exception("failover check of %s failed", instance_id)
+
+    def start():
+        task = loop.create_task(check())
+        _grace_checks.add(task)
+        task.add_done_callback(_grace_checks.discard)
+
+    loop.call_later(election.lost_socket_check_delay(), start)
 
 
 class InstanceEventsConsumer(AsyncWebsocketConsumer):
@@ -151,6 +171,7 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(services.instance_socket_closed)(
                 instance_id=self.instance_id, opened_at=self.opened_at
             )
+            check_when_grace_ends(self.instance_id)
 
     async def event_message(self, message):
         """An event published to one of our groups (core.events)."""

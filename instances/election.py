@@ -9,8 +9,10 @@ Rules (docs/decisions.md):
 - a site without a leader gets one as soon as a live instance registers or heartbeats, and at the
   latest at the next health check;
 - a leader whose event socket closed without a deregister keeps leadership for
-  FAILOVER_GRACE_SECONDS; if it has neither reconnected nor heartbeated by then, the next health
-  check replaces it (previous_leader_unhealthy). A reconnect inside the grace period changes nothing.
+  FAILOVER_GRACE_SECONDS; if it has neither reconnected nor heartbeated by then, it is replaced
+  (previous_leader_unhealthy) when the grace ends: the server that held the socket runs
+  leader_check_lost_socket then (the periodic health check is the backstop). A reconnect inside the
+  grace period changes nothing, and the check that then comes finds the leader back and does nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class LeaderChange:
     reason: str
     term: int
 
+
+# A lost socket's check runs this long after its grace ends, so that it is past the grace on the clock that
+# recorded the close, too (the timer runs on a monotonic clock, the grace is judged on the wall clock).
+LOST_SOCKET_CHECK_MARGIN_SECONDS = 0.25
 
 # Called after the commit of every leadership change (apps subscribe in ready(), so election imports
 # none of them). A failing subscriber is logged; it never undoes the change.
@@ -96,7 +102,7 @@ def _is_alive(instance: Instance, now: datetime) -> bool:
 
 def live_leaders(now: datetime | None = None) -> QuerySet[Instance]:
     """Leaders the health check would keep: within the heartbeat timeout and not past the failover
-    grace period of a lost socket. Read-only; a leader not in it is replaced at the next check."""
+    grace period of a lost socket. Read-only; a leader not in it is about to be replaced."""
     return Instance.objects.filter(is_leader=True).exclude(_gone(now or timezone.now()))
 
 
@@ -242,6 +248,29 @@ def _evaluate_site(site_id: str, actor: Actor) -> LeaderChange | None:
             actor=actor,
             notify_previous=HEALTH_CHECK_FAILED,
         )
+
+
+def lost_socket_check_delay() -> float:
+    """Seconds from the recorded close of a socket to its leader_check_lost_socket."""
+    return settings.FAILOVER_GRACE_SECONDS + LOST_SOCKET_CHECK_MARGIN_SECONDS
+
+
+def leader_check_lost_socket(*, instance_id: str, actor: Actor | None = None) -> LeaderChange | None:
+    """The health check of one site, run when the failover grace of the instance's closed socket ends
+    (the consumer's timer), so that failover does not wait for the next periodic check.
+
+    Stale checks are expected and change nothing: the instance reconnected or heartbeated within the
+    grace, a later close started a new grace (its own check comes later), it is no longer the leader
+    (replaced, deposed, deregistered) or gone. A follower costs one indexed read and no lock."""
+    site_id = (
+        Instance.objects.filter(pk=instance_id, is_leader=True).values_list("site_id", flat=True).first()
+    )
+    if site_id is None:
+        return None
+    try:
+        return _evaluate_site(site_id, actor or Actor.system("failover-check"))
+    except NotFoundError:
+        return None  # the site was deleted meanwhile
 
 
 def leader_health_check(*, actor: Actor | None = None) -> list[LeaderChange]:

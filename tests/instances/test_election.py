@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.models import AuditLog
+from core.models import AuditLog, OutboxMessage
 from instances import election
 from instances.models import Instance
 from instances.services import instance_deregister, instance_heartbeat
@@ -325,6 +325,73 @@ def test_live_leader_takes_the_time_to_judge_at(make_site, register, settings):
     assert election.live_leader(site).pk == a
     assert election.live_leader(site, timezone.now() + timedelta(seconds=6)) is None
     assert election.live_leader(site, timezone.now() + timedelta(seconds=TIMEOUT + 1)) is None
+
+
+# --- the check when a lost socket's grace ends (the consumer's timer) -------------------------------
+
+
+def leader_events(site_id: str) -> list[str]:
+    return [
+        row.body["type"]
+        for row in OutboxMessage.objects.filter(site_id=site_id, body__type__in=LEADER_ACTIONS)
+    ]
+
+
+@pytest.mark.parametrize("case", list(LIVENESS_CASES))
+def test_lost_socket_check_replaces_exactly_the_leaders_the_health_check_would(
+    make_site, register, settings, case
+):
+    """The timer fires for every close; a stale one (the leader reconnected or heartbeated within the
+    grace, or a later close started a new grace) must find the leader back and change nothing."""
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site = make_site("chicago-pop-01")
+    a, b = register(site, "a"), register(site, "b")
+    setup, live = LIVENESS_CASES[case]
+    setup(a)
+    term, audit, events = term_of(site), len(leader_audit(site)), len(leader_events(site))
+
+    change = election.leader_check_lost_socket(instance_id=a)
+    if live:
+        assert change is None
+        assert (leader_of(site), term_of(site)) == (a, term)
+        assert (len(leader_audit(site)), len(leader_events(site))) == (audit, events)
+    else:
+        assert (change.previous_leader_id, change.leader_id, change.reason, change.term) == (
+            a,
+            b,
+            "previous_leader_unhealthy",
+            term + 1,
+        )
+        assert leader_audit(site)[-1].actor == "system:failover-check"
+        assert leader_events(site)[-2:] == ["leader_assigned", "leader_revoked"]
+    # What comes later (the periodic check, another close's timer) finds a live leader: nothing moves.
+    assert election.leader_check_lost_socket(instance_id=a) is None
+    assert election.leader_health_check() == []
+    assert term_of(site) == (term if live else term + 1)
+
+
+def test_lost_socket_check_of_a_follower_or_a_gone_instance_reads_one_row_and_changes_nothing(
+    make_site, register, settings, django_assert_num_queries
+):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site = make_site("chicago-pop-01")
+    a, b, c = register(site, "a"), register(site, "b"), register(site, "c")
+    socket_state(c, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4)  # a follower's socket lost
+    # A leader that deregistered (handing over) before the timer of its close fired.
+    socket_state(a, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4)
+    instance_deregister(actor=TEST_ACTOR, instance_id=a)
+    term, audit = term_of(site), len(leader_audit(site))
+    assert leader_of(site) == b
+    for instance_id in (c, a, "no-such-instance"):
+        with django_assert_num_queries(1):  # no site lock: a fleet-wide reconnect storm stays cheap
+            assert election.leader_check_lost_socket(instance_id=instance_id) is None
+    assert (leader_of(site), term_of(site), len(leader_audit(site))) == (b, term, audit)
+
+
+def test_lost_socket_check_waits_for_the_grace_on_the_clock_of_the_close(settings):
+    settings.FAILOVER_GRACE_SECONDS = 7
+    assert election.lost_socket_check_delay() == 7 + election.LOST_SOCKET_CHECK_MARGIN_SECONDS
+    assert 0 < election.LOST_SOCKET_CHECK_MARGIN_SECONDS < 1
 
 
 # --- coming back after offline ---------------------------------------------------------------------
