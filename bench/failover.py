@@ -17,7 +17,9 @@ sockets), then the benchmark measures, from the kill,
 and checks on every poll that the site never shows two instances with isLeader (nor a leaderless
 moment). The audit row of the change says which path made it (`system:failover-check`: the check at
 the end of the grace; `system:leader-health-check`: the periodic one). The killed agent is then
-started again with the same hostname (it comes back as a follower) before the next kill.
+started again with the same hostname (it comes back as a follower); the next kill comes `--settle`
+seconds plus a random 0 to `--jitter` seconds later, so that kills fall at every phase of the periodic
+check (kills at a fixed cadence would lock onto it and measure one phase only).
 
 Creates its own PostgreSQL database (promsnmp_failover_<pid>) and, for run_prod, uses a channel-layer
 prefix and a Celery queue of its own on Redis (db 10 by default), whose keys it removes at the end.
@@ -32,6 +34,7 @@ import datetime as dt
 import math
 import os
 import queue
+import random
 import re
 import secrets
 import signal
@@ -295,8 +298,10 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
         with requests.Session() as http:
             http.headers["Authorization"] = f"Bearer {read_token}"
             for index in range(1, args.kills + 1):
-                time.sleep(args.settle)
-                row = one_kill(index, agents, ids, http, args, rest)
+                # A crash does not wait for beat: kills at random phases of the periodic check.
+                wait = args.settle + random.uniform(0, args.jitter)
+                time.sleep(wait)
+                row = {**one_kill(index, agents, ids, http, args, rest), "waited_before_s": round(wait, 2)}
                 results["kills"].append(row)
                 killed_id = ids[row["killed"]]
                 start_agent(row["killed"])  # the same hostname: the same instance, now a follower
@@ -340,6 +345,12 @@ def main() -> int:
     parser.add_argument("--shape", choices=("run_prod", "serve"), default="run_prod", help="(run_prod)")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between API polls (0.05)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before each kill (2)")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=15.0,
+        help="and up to this many more, at random (15: the default LEADER_CHECK_INTERVAL_SECONDS)",
+    )
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds a kill waits for a new leader")
     parser.add_argument(
         "--redis-url",
@@ -375,6 +386,7 @@ def main() -> int:
             "shape": args.shape,
             "poll_s": args.poll,
             "settle_s": args.settle,
+            "jitter_s": args.jitter,
         },
         extra={"target_p99_s": TARGET_P99_S, "load_average": {"start": load_before, "end": load_average()}},
         results=results,
