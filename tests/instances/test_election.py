@@ -341,7 +341,7 @@ def leader_events(site_id: str) -> list[str]:
 def test_lost_socket_check_replaces_exactly_the_leaders_the_health_check_would(
     make_site, register, settings, case
 ):
-    """The timer fires for every close; a stale one (the leader reconnected or heartbeated within the
+    """A timer fires for every close; a stale one (the leader reconnected or heartbeated within the
     grace, or a later close started a new grace) must find the leader back and change nothing."""
     settings.FAILOVER_GRACE_SECONDS = GRACE
     site = make_site("chicago-pop-01")
@@ -350,27 +350,24 @@ def test_lost_socket_check_replaces_exactly_the_leaders_the_health_check_would(
     setup(a)
     term, audit, events = term_of(site), len(leader_audit(site)), len(leader_events(site))
 
-    change = election.leader_check_lost_socket(instance_id=a)
+    changes = election.leader_check_lost_sockets(instance_ids=[a])
     if live:
-        assert change is None
+        assert changes == []
         assert (leader_of(site), term_of(site)) == (a, term)
         assert (len(leader_audit(site)), len(leader_events(site))) == (audit, events)
     else:
-        assert (change.previous_leader_id, change.leader_id, change.reason, change.term) == (
-            a,
-            b,
-            "previous_leader_unhealthy",
-            term + 1,
-        )
+        assert [(ch.previous_leader_id, ch.leader_id, ch.reason, ch.term) for ch in changes] == [
+            (a, b, "previous_leader_unhealthy", term + 1)
+        ]
         assert leader_audit(site)[-1].actor == "system:failover-check"
         assert leader_events(site)[-2:] == ["leader_assigned", "leader_revoked"]
     # What comes later (the periodic check, another close's timer) finds a live leader: nothing moves.
-    assert election.leader_check_lost_socket(instance_id=a) is None
+    assert election.leader_check_lost_sockets(instance_ids=[a, a]) == []
     assert election.leader_health_check() == []
     assert term_of(site) == (term if live else term + 1)
 
 
-def test_lost_socket_check_of_a_follower_or_a_gone_instance_reads_one_row_and_changes_nothing(
+def test_lost_socket_check_of_followers_and_gone_instances_is_one_query_and_changes_nothing(
     make_site, register, settings, django_assert_num_queries
 ):
     settings.FAILOVER_GRACE_SECONDS = GRACE
@@ -382,10 +379,25 @@ def test_lost_socket_check_of_a_follower_or_a_gone_instance_reads_one_row_and_ch
     instance_deregister(actor=TEST_ACTOR, instance_id=a)
     term, audit = term_of(site), len(leader_audit(site))
     assert leader_of(site) == b
-    for instance_id in (c, a, "no-such-instance"):
-        with django_assert_num_queries(1):  # no site lock: a fleet-wide reconnect storm stays cheap
-            assert election.leader_check_lost_socket(instance_id=instance_id) is None
+    # A proxy dropping every socket at once: no lock, one query whatever the number.
+    for ids in ([c], [c, a, "no-such-instance"], [c, a] + [f"inst_gone{n}" for n in range(300)]):
+        with django_assert_num_queries(1):
+            assert election.leader_check_lost_sockets(instance_ids=ids) == []
+    with django_assert_num_queries(2):  # SQLite takes at most LOST_SOCKET_BATCH ids a query
+        assert election.leader_check_lost_sockets(instance_ids=[f"i{n}" for n in range(501)]) == []
     assert (leader_of(site), term_of(site), len(leader_audit(site))) == (b, term, audit)
+
+
+def test_lost_socket_check_handles_every_site_it_is_given(make_site, register, settings):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    lost, back = make_site("lost-site"), make_site("back-site")
+    l1, l2 = register(lost, "l1"), register(lost, "l2")
+    b1, _b2 = register(back, "b1"), register(back, "b2")
+    socket_state(l1, closed_ago=GRACE + 1, heartbeat_ago=GRACE + 2)
+    socket_state(b1, closed_ago=GRACE + 1, heartbeat_ago=GRACE + 2, reopened=True)
+    changes = election.leader_check_lost_sockets(instance_ids=[b1, l2, l1])
+    assert [(ch.site_id, ch.previous_leader_id, ch.leader_id) for ch in changes] == [(lost, l1, l2)]
+    assert (leader_of(back), term_of(back)) == (b1, 1)
 
 
 def test_lost_socket_check_waits_for_the_grace_on_the_clock_of_the_close(settings):
