@@ -195,27 +195,32 @@ def one_kill(
     while api_at is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"kill {index}: no new leader within {args.timeout} s")
-        leader, new_term, shown = leaders_of(http, rest)
+        leader, _, shown = leaders_of(http, rest)
         now = time.monotonic()
         polls += 1
         most_shown = max(most_shown, len(shown))
         leaderless += leader is None
         if leader is not None and leader != old_leader:
-            api_at, new_leader, new_term_seen = now, leader, new_term
+            api_at, new_leader = now, leader
         else:
             time.sleep(args.poll)
     heir = next(name for name, instance_id in ids.items() if instance_id == new_leader)
     # Logged when its leader_assigned arrives (or a heartbeat answer says so first, which at a 30 s
-    # interval is rare); earlier lines of the heir were read in earlier rounds.
-    event_at, _ = agents[heir].wait_for(rf"leadership: leader \(term {new_term_seen}\)", args.timeout)
+    # interval is rare). The term is the event's: the site view reads the site's term and its instances
+    # in two queries, so a poll can show the new leader with the old term.
+    while True:
+        event_at, match = agents[heir].wait_for(r"leadership: leader \(term (\d+)\)", args.timeout)
+        if int(match.group(1)) > term:
+            new_term = int(match.group(1))
+            break
     change = AuditLog.objects.filter(
-        site_id=SITE, action="leader_assigned", details__leaderTerm=new_term_seen
+        site_id=SITE, action="leader_assigned", details__leaderTerm=new_term
     ).first()
     row = {
         "kill": index,
         "killed": victim,
         "new_leader": heir,
-        "term": [term, new_term_seen],
+        "term": [term, new_term],
         "event_s": round(event_at - killed_at, 3),
         "api_s": round(api_at - killed_at, 3),
         "api_polls": polls,
@@ -226,7 +231,7 @@ def one_kill(
         "load_average": load_average(),
     }
     print(
-        f"kill {index:>2}: {victim} → {heir} (term {new_term_seen}): event {row['event_s']:.2f} s, "
+        f"kill {index:>2}: {victim} → {heir} (term {new_term}): event {row['event_s']:.2f} s, "
         f"api {row['api_s']:.2f} s, by {row['actor']}; at most {most_shown} leader(s) shown in {polls} polls",
         file=sys.stderr,
     )
