@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -16,51 +15,13 @@ from django.utils import timezone
 from core.events import build_event, events_since, instance_group, site_group, token_group
 from core.parsers import loads_strict
 from core.timefmt import iso_z
-from instances import election, services
+from instances import services
+from instances.failover import check_when_grace_ends
 from instances.frames import FrameRejected, frame_handlers
 
 logger = logging.getLogger("promsnmp.socket")
 MAX_FRAME_BYTES = 65536
 OUTAGE_RETRY_SECONDS = (0.5, 5)  # first and largest wait between tries to rejoin a channel layer that is down
-
-
-class _LostSocketChecks:
-    """The grace ends of one event loop's closed sockets, checked in batches: while one check runs, the
-    ends that fall due wait and go in the next (a proxy that drops every socket makes a few queries,
-    not one per socket)."""
-
-    def __init__(self):
-        self.due: list[str] = []
-        self.task: asyncio.Task | None = None  # held here: the loop holds its tasks weakly
-
-    def grace_ended(self, instance_id: str) -> None:
-        self.due.append(instance_id)
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._check())
-
-    async def _check(self) -> None:
-        try:
-            while self.due:
-                batch, self.due = self.due, []
-                try:
-                    await database_sync_to_async(election.leader_check_lost_sockets)(instance_ids=batch)
-                except Exception:  # the periodic health check remains
-                    logger.exception("failover check of %d closed sockets failed", len(batch))
-        finally:
-            self.task = None
-
-
-_lost_socket_checks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LostSocketChecks] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def check_when_grace_ends(instance_id: str) -> None:
-    """A socket closed: look at its instance's leadership the moment the failover grace ends, not at the
-    next periodic health check. A stale look (it reconnected or heartbeated meanwhile) changes nothing."""
-    loop = asyncio.get_running_loop()
-    checks = _lost_socket_checks.get(loop) or _lost_socket_checks.setdefault(loop, _LostSocketChecks())
-    loop.call_later(election.lost_socket_check_delay(), checks.grace_ended, instance_id)
 
 
 class InstanceEventsConsumer(AsyncWebsocketConsumer):
