@@ -17,6 +17,7 @@ from core.events import build_event, events_since, instance_group, site_group, t
 from core.parsers import loads_strict
 from core.timefmt import iso_z
 from instances import services
+from instances.failover import check_when_grace_ends
 from instances.frames import FrameRejected, frame_handlers
 
 logger = logging.getLogger("promsnmp.socket")
@@ -165,6 +166,7 @@ class InstanceEventsConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(services.instance_socket_closed)(
                 instance_id=self.instance_id, opened_at=self.opened_at
             )
+            check_when_grace_ends(self.instance_id)
 
     async def event_message(self, message):
         """An event published to one of our groups (core.events)."""

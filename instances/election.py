@@ -9,8 +9,10 @@ Rules (docs/decisions.md):
 - a site without a leader gets one as soon as a live instance registers or heartbeats, and at the
   latest at the next health check;
 - a leader whose event socket closed without a deregister keeps leadership for
-  FAILOVER_GRACE_SECONDS; if it has neither reconnected nor heartbeated by then, the next health
-  check replaces it (previous_leader_unhealthy). A reconnect inside the grace period changes nothing.
+  FAILOVER_GRACE_SECONDS; if it has neither reconnected nor heartbeated by then, it is replaced
+  (previous_leader_unhealthy) when the grace ends: the server that held the socket runs
+  leader_check_lost_sockets then (the periodic health check is the backstop). A reconnect inside the
+  grace period changes nothing, and the check that then comes finds the leader back and does nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class LeaderChange:
     term: int
 
 
+# A lost socket's check runs this long after its grace ends, so that it is past the grace on the clock that
+# recorded the close, too (the timer runs on a monotonic clock, the grace is judged on the wall clock).
+LOST_SOCKET_CHECK_MARGIN_SECONDS = 0.25
+LOST_SOCKET_BATCH = 500  # instance ids per query (SQLite's bound on query parameters)
+
 # Called after the commit of every leadership change (apps subscribe in ready(), so election imports
 # none of them). A failing subscriber is logged; it never undoes the change.
 leader_changed: Hook[[LeaderChange]] = Hook("leader_changed")
@@ -90,7 +97,7 @@ def _is_alive(instance: Instance, now: datetime) -> bool:
 
 def live_leaders(now: datetime | None = None) -> QuerySet[Instance]:
     """Leaders the health check would keep: within the heartbeat timeout and not past the failover
-    grace period of a lost socket. Read-only; a leader not in it is replaced at the next check."""
+    grace period of a lost socket. Read-only; a leader not in it is about to be replaced."""
     return Instance.objects.filter(is_leader=True).exclude(_gone(now or timezone.now()))
 
 
@@ -248,6 +255,42 @@ def _evaluate_site(site_id: str, actor: Actor) -> LeaderChange | None:
         )
 
 
+def lost_socket_check_delay() -> float:
+    """Seconds from the recorded close of a socket to its leader_check_lost_sockets."""
+    return settings.FAILOVER_GRACE_SECONDS + LOST_SOCKET_CHECK_MARGIN_SECONDS
+
+
+def _evaluate_sites(site_ids: Iterable[str], actor: Actor) -> list[LeaderChange]:
+    changes = []
+    for site_id in sorted(site_ids):
+        try:
+            change = _evaluate_site(site_id, actor)
+        except NotFoundError:
+            continue  # deleted meanwhile
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def leader_check_lost_sockets(
+    *, instance_ids: Iterable[str], actor: Actor | None = None
+) -> list[LeaderChange]:
+    """The health check of the sites led by any of these instances, run when the failover grace of
+    their closed sockets ends (the consumer's timers), so that failover does not wait for the next
+    periodic check.
+
+    Stale checks are expected and change nothing: the leader reconnected or heartbeated within the
+    grace, a later close started a new grace (its own check comes later), it no longer leads (replaced,
+    deposed, deregistered) or is gone. Instances that lead nothing cost one query per
+    LOST_SOCKET_BATCH of them and no lock (a proxy that drops every socket at once)."""
+    ids = list(dict.fromkeys(instance_ids))
+    site_ids: set[str] = set()
+    for start in range(0, len(ids), LOST_SOCKET_BATCH):
+        leading = Instance.objects.filter(pk__in=ids[start : start + LOST_SOCKET_BATCH], is_leader=True)
+        site_ids.update(leading.values_list("site_id", flat=True))
+    return _evaluate_sites(site_ids, actor or Actor.system("failover-check"))
+
+
 def leader_health_check(*, actor: Actor | None = None) -> list[LeaderChange]:
     """Replace leaders past the heartbeat timeout; give leaderless sites with a live instance a leader."""
     actor = actor or Actor.system("leader-health-check")
@@ -259,15 +302,7 @@ def leader_health_check(*, actor: Actor | None = None) -> list[LeaderChange]:
     site_ids = set(stale_leaders.values_list("site_id", flat=True)) | set(
         leaderless.values_list("id", flat=True)
     )
-    changes = []
-    for site_id in sorted(site_ids):
-        try:
-            change = _evaluate_site(site_id, actor)
-        except NotFoundError:
-            continue  # deleted meanwhile
-        if change is not None:
-            changes.append(change)
-    return changes
+    return _evaluate_sites(site_ids, actor)
 
 
 def leader_assign(*, site_id: str, actor: Actor, instance_id: str | None = None) -> LeaderChange:

@@ -1,12 +1,19 @@
-"""Fast failover without flapping (issue 4 §4), end to end on a real `manage.py serve` (daphne + embedded
-beat) on the test PostgreSQL database.
+"""Fast failover without flapping (issue 4 §4, issue 12 §2), end to end.
 
-HEARTBEAT_TIMEOUT_SECONDS is 60, so the heartbeat timeout (the backstop) cannot act within these tests:
-only a closed event socket, FAILOVER_GRACE_SECONDS=3 and the health check every second can.
-- The leader is a separate OS process (INSTANCE_PROGRAM) killed with SIGKILL → the follower receives
-  leader_assigned within FAILOVER_GRACE_SECONDS + LEADER_CHECK_INTERVAL_SECONDS + 2 s of the kill.
-- A leader that drops its socket and reconnects within the grace period keeps its leadership, and no
-  leader event is sent to anyone.
+- **Default settings, production shape.** `manage.py run_prod` (gunicorn, daphne, a Celery worker and
+  beat on the test PostgreSQL database and Redis) with every timing at its default
+  (FAILOVER_GRACE_SECONDS 10, LEADER_CHECK_INTERVAL_SECONDS 15, heartbeat timeout 90 s). The leader is a
+  separate OS process (INSTANCE_PROGRAM) killed with SIGKILL → the follower receives leader_assigned
+  after the grace and within FAILOVER_GRACE_SECONDS + 2 s of the kill (issue 12: ≤ 12 s, where the
+  periodic check alone took up to 25 s); the change is the failover check's (the daphne process that
+  held the socket runs it when the grace ends), or the periodic check's only when that one fell in the
+  0.25 s between the grace's end and the failover check.
+- **Reconnects, embedded default.** A real `manage.py serve` (daphne + embedded beat) with a 3 s grace
+  and the periodic check every 60 s, so that within these tests only the check at the end of a grace
+  can act. A leader that drops its socket and reconnects within the grace keeps its leadership, and no
+  leader event is sent to anyone, although the check of that close still comes; the same leader
+  dropping without a return is replaced within the grace + 2 s. A reconnect that overtakes the close
+  keeps the leadership too.
 """
 
 from __future__ import annotations
@@ -17,27 +24,43 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import requests
 
+from core.models import AuditLog
 from core.services import token_create
 from instances.models import Instance
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
 from tests.e2e.servers import ROOT, EventSocket, serve, websocket_url
+from tests.e2e.test_run_prod import own_name, redis_url, run_prod  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# The production-shape test: every timing unset (an empty value is the setting's default).
+DEFAULT_TIMINGS = dict.fromkeys(
+    (
+        "FAILOVER_GRACE_SECONDS",
+        "LEADER_CHECK_INTERVAL_SECONDS",
+        "HEARTBEAT_INTERVAL_SECONDS",
+        "HEARTBEAT_TIMEOUT_SECONDS",
+    ),
+    "",
+)
+DEFAULT_GRACE = 10  # FAILOVER_GRACE_SECONDS' default
+DEFAULT_BOUND = DEFAULT_GRACE + 2  # issue 12 §2: a new leader within 12 s with the defaults
+
+# The embedded tests: a short grace, and a periodic check too rare to act within a test.
 GRACE = 3
-CHECK = 1
 TIMINGS = {
     "FAILOVER_GRACE_SECONDS": str(GRACE),
-    "LEADER_CHECK_INTERVAL_SECONDS": str(CHECK),
+    "LEADER_CHECK_INTERVAL_SECONDS": "60",
     "HEARTBEAT_INTERVAL_SECONDS": "1",
     "HEARTBEAT_TIMEOUT_SECONDS": "60",
 }
-BOUND = GRACE + CHECK + 2  # issue 4, Acceptance
+BOUND = GRACE + 2
 LEADER_EVENTS = {"leader_assigned", "leader_revoked"}
 
 # A tiny PromSNMP instance: registers, opens its event socket, heartbeats every second, and says so
@@ -159,22 +182,27 @@ def leader_frames(*sockets: EventSocket) -> list[dict]:
     return [frame for socket in sockets for _, frame in socket.frames if frame["type"] in LEADER_EVENTS]
 
 
-def test_sigkilled_leader_is_replaced_within_grace_plus_check_interval(fleet):
+@pytest.mark.timeout(180)
+def test_sigkilled_leader_is_replaced_when_its_grace_ends_with_the_default_settings(
+    fleet,
+    redis_url,  # noqa: F811
+    own_name,  # noqa: F811
+    tmp_path,
+):
     site, instance_token, read_token = fleet
-    with serve(env=TIMINGS) as (base_url, _server):
-        leader = InstanceProcess(base_url, instance_token, site, "promsnmp-leader")
+    with run_prod(redis_url, own_name, tmp_path, **DEFAULT_TIMINGS) as (_launcher, rest, ws):
+        leader = InstanceProcess(rest, instance_token, site, "promsnmp-leader")
         try:
-            registered = json.loads(leader.next_line("ready ").removeprefix("ready "))
+            registered = json.loads(leader.next_line("ready ", timeout=30).removeprefix("ready "))
             assert registered["isLeader"] is True and registered["leaderTerm"] == 1
+            assert registered["config"]["heartbeatInterval"] == 30_000  # the servers run the defaults
             leader_id = registered["instanceId"]
 
-            follower = register(base_url, instance_token, site, "promsnmp-follower")
+            follower = register(rest, instance_token, site, "promsnmp-follower")
             assert follower["isLeader"] is False
             follower_id = follower["instanceId"]
-            socket = EventSocket(websocket_url(base_url, follower_id, instance_token))
+            socket = EventSocket(websocket_url(ws, follower_id, instance_token))
             socket.ping()
-            for _ in range(2):
-                assert leader.next_line("heartbeat ") == "heartbeat 200"
             # Kill it just after a heartbeat was answered (none in flight): only its socket can tell.
             assert leader.next_line("heartbeat ") == "heartbeat 200"
             killed_at = time.monotonic()
@@ -182,26 +210,34 @@ def test_sigkilled_leader_is_replaced_within_grace_plus_check_interval(fleet):
         finally:
             leader.kill()
 
-        assigned, assigned_at = socket.wait_for("leader_assigned", BOUND + 2)
+        assigned, assigned_at = socket.wait_for("leader_assigned", DEFAULT_BOUND + 10)
         elapsed = assigned_at - killed_at
-        print(f"\nfast failover: leader_assigned reached the follower {elapsed:.2f} s after SIGKILL")
-        assert elapsed <= BOUND
+        print(f"\nfailover with the defaults: leader_assigned at the follower {elapsed:.2f} s after SIGKILL")
+        assert elapsed <= DEFAULT_BOUND
         # Not before the grace period: a socket that drops is not yet a dead leader.
-        assert elapsed >= GRACE
+        assert elapsed >= DEFAULT_GRACE
         assert assigned["payload"] == {
             "instanceId": follower_id,
             "previousLeader": leader_id,
             "reason": "previous_leader_unhealthy",
             "leaderTerm": 2,
         }
-        assert assigned["siteId"] == site and isinstance(assigned["seq"], int)
-        detail = site_detail(base_url, read_token, site)
+        detail = site_detail(rest, read_token, site)
         assert (detail["leaderInstanceId"], detail["leaderTerm"]) == (follower_id, 2)
-        # The dead leader was not deregistered, and its last heartbeat is seconds old (the timeout is
-        # 60 s): only the socket path can have replaced it.
+        assert [i["id"] for i in detail["instances"] if i["isLeader"]] == [follower_id]
+        # The dead leader was not deregistered and its heartbeat is seconds old (the timeout is 90 s).
         dead = Instance.objects.get(pk=leader_id)
         assert dead.is_leader is False and dead.socket_disconnected_at is not None
         assert dead.last_heartbeat <= dead.socket_disconnected_at
+        # The check at the end of the grace made the change, not the periodic one (every 15 s) by luck.
+        # The periodic one comes first only when it falls between the grace's end and that check, 0.25 s
+        # later (1 kill in 20 in bench/failover.py); either way the change is in that window.
+        change = AuditLog.objects.get(site_id=site, action="leader_assigned", details__leaderTerm=2)
+        grace_ended = dead.socket_disconnected_at + timedelta(seconds=DEFAULT_GRACE)
+        assert change.actor == "system:failover-check" or (
+            change.actor == "system:leader-health-check"
+            and grace_ended <= change.created_at <= grace_ended + timedelta(seconds=1)
+        ), (change.actor, change.created_at - dead.socket_disconnected_at)
         socket.close()
 
 
@@ -249,6 +285,9 @@ def test_leader_that_reconnects_within_grace_keeps_leadership_and_nothing_is_sen
             "leaderTerm": 2,
         }
         follower_socket.close()
+    # The embedded default acts when the grace ends too (its periodic check is a minute away here).
+    change = AuditLog.objects.get(site_id=site, action="leader_assigned", details__leaderTerm=2)
+    assert change.actor == "system:failover-check"
 
 
 def test_leader_whose_new_socket_opens_before_the_old_one_closes_keeps_leadership(fleet):

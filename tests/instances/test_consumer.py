@@ -4,6 +4,7 @@ malformed frames, disconnect, and `seq` (issue 4 §1, DESIGN.md "Wire contract")
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 import core.events
 from config.asgi import application
-from core.models import ApiToken
+from core.models import ApiToken, AuditLog
 from core.services import token_create, token_revoke
 from instances import election, frames
 from instances.frames import FrameRejected
@@ -496,3 +497,39 @@ def test_disconnect_records_when_the_socket_closed(world):
     assert closed_row.socket_connected_at == opened_row.socket_connected_at
     assert closed_row.is_leader  # a closed socket alone deposes nobody (grace period: election.py)
     assert Instance.objects.get(pk=world["b"]).socket_disconnected_at is None
+
+
+def test_a_closed_leader_socket_is_looked_at_when_its_grace_ends(world, settings):
+    """The consumer starts a check of the closing instance's leadership for the moment the failover grace
+    ends (no periodic health check runs here). A reconnect within the grace keeps the leadership: that
+    close's check still comes and finds the leader back. A close with no return is acted on then."""
+    settings.FAILOVER_GRACE_SECONDS = 1
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        follower = await opened(path(world["b"], world["instance"]))
+        leader = await opened(path(world["a"], world["instance"]))
+        await leader.disconnect(code=1006)
+        leader = await opened(path(world["a"], world["instance"]))  # back within the grace
+        assert await follower.receive_nothing(timeout=election.lost_socket_check_delay() + 0.5)
+        assert await leader.receive_nothing(timeout=0.1)
+        assert await db(election.leader_id)(SITE) == world["a"]
+
+        await leader.disconnect(code=1006)
+        closed = loop.time()
+        assigned = await follower.receive_json_from(timeout=WAIT)
+        waited = loop.time() - closed
+        await follower.disconnect()
+        return assigned, waited
+
+    assigned, waited = async_to_sync(body)()
+    assert assigned["type"] == "leader_assigned"
+    assert assigned["payload"] == {
+        "instanceId": world["b"],
+        "previousLeader": world["a"],
+        "reason": "previous_leader_unhealthy",
+        "leaderTerm": 2,
+    }
+    assert waited >= 1  # not before the grace ended
+    change = AuditLog.objects.get(site_id=SITE, action="leader_assigned", details__leaderTerm=2)
+    assert change.actor == "system:failover-check"

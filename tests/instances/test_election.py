@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.models import AuditLog
+from core.models import AuditLog, OutboxMessage
 from instances import election
 from instances.models import Instance
 from instances.services import instance_deregister, instance_heartbeat
@@ -325,6 +325,85 @@ def test_live_leader_takes_the_time_to_judge_at(make_site, register, settings):
     assert election.live_leader(site).pk == a
     assert election.live_leader(site, timezone.now() + timedelta(seconds=6)) is None
     assert election.live_leader(site, timezone.now() + timedelta(seconds=TIMEOUT + 1)) is None
+
+
+# --- the check when a lost socket's grace ends (the consumer's timer) -------------------------------
+
+
+def leader_events(site_id: str) -> list[str]:
+    return [
+        row.body["type"]
+        for row in OutboxMessage.objects.filter(site_id=site_id, body__type__in=LEADER_ACTIONS)
+    ]
+
+
+@pytest.mark.parametrize("case", list(LIVENESS_CASES))
+def test_lost_socket_check_replaces_exactly_the_leaders_the_health_check_would(
+    make_site, register, settings, case
+):
+    """A timer fires for every close; a stale one (the leader reconnected or heartbeated within the
+    grace, or a later close started a new grace) must find the leader back and change nothing."""
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site = make_site("chicago-pop-01")
+    a, b = register(site, "a"), register(site, "b")
+    setup, live = LIVENESS_CASES[case]
+    setup(a)
+    term, audit, events = term_of(site), len(leader_audit(site)), len(leader_events(site))
+
+    changes = election.leader_check_lost_sockets(instance_ids=[a])
+    if live:
+        assert changes == []
+        assert (leader_of(site), term_of(site)) == (a, term)
+        assert (len(leader_audit(site)), len(leader_events(site))) == (audit, events)
+    else:
+        assert [(ch.previous_leader_id, ch.leader_id, ch.reason, ch.term) for ch in changes] == [
+            (a, b, "previous_leader_unhealthy", term + 1)
+        ]
+        assert leader_audit(site)[-1].actor == "system:failover-check"
+        assert leader_events(site)[-2:] == ["leader_assigned", "leader_revoked"]
+    # What comes later (the periodic check, another close's timer) finds a live leader: nothing moves.
+    assert election.leader_check_lost_sockets(instance_ids=[a, a]) == []
+    assert election.leader_health_check() == []
+    assert term_of(site) == (term if live else term + 1)
+
+
+def test_lost_socket_check_of_followers_and_gone_instances_is_one_query_and_changes_nothing(
+    make_site, register, settings, django_assert_num_queries
+):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    site = make_site("chicago-pop-01")
+    a, b, c = register(site, "a"), register(site, "b"), register(site, "c")
+    socket_state(c, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4)  # a follower's socket lost
+    # A leader that deregistered (handing over) before the timer of its close fired.
+    socket_state(a, closed_ago=GRACE + 3, heartbeat_ago=GRACE + 4)
+    instance_deregister(actor=TEST_ACTOR, instance_id=a)
+    term, audit = term_of(site), len(leader_audit(site))
+    assert leader_of(site) == b
+    # A proxy dropping every socket at once: no lock, one query whatever the number.
+    for ids in ([c], [c, a, "no-such-instance"], [c, a] + [f"inst_gone{n}" for n in range(300)]):
+        with django_assert_num_queries(1):
+            assert election.leader_check_lost_sockets(instance_ids=ids) == []
+    with django_assert_num_queries(2):  # SQLite takes at most LOST_SOCKET_BATCH ids a query
+        assert election.leader_check_lost_sockets(instance_ids=[f"i{n}" for n in range(501)]) == []
+    assert (leader_of(site), term_of(site), len(leader_audit(site))) == (b, term, audit)
+
+
+def test_lost_socket_check_handles_every_site_it_is_given(make_site, register, settings):
+    settings.FAILOVER_GRACE_SECONDS = GRACE
+    lost, back = make_site("lost-site"), make_site("back-site")
+    l1, l2 = register(lost, "l1"), register(lost, "l2")
+    b1, _b2 = register(back, "b1"), register(back, "b2")
+    socket_state(l1, closed_ago=GRACE + 1, heartbeat_ago=GRACE + 2)
+    socket_state(b1, closed_ago=GRACE + 1, heartbeat_ago=GRACE + 2, reopened=True)
+    changes = election.leader_check_lost_sockets(instance_ids=[b1, l2, l1])
+    assert [(ch.site_id, ch.previous_leader_id, ch.leader_id) for ch in changes] == [(lost, l1, l2)]
+    assert (leader_of(back), term_of(back)) == (b1, 1)
+
+
+def test_lost_socket_check_waits_for_the_grace_on_the_clock_of_the_close(settings):
+    settings.FAILOVER_GRACE_SECONDS = 7
+    assert election.lost_socket_check_delay() == 7 + election.LOST_SOCKET_CHECK_MARGIN_SECONDS
+    assert 0 < election.LOST_SOCKET_CHECK_MARGIN_SECONDS < 1
 
 
 # --- coming back after offline ---------------------------------------------------------------------
