@@ -34,7 +34,8 @@ from snmp.targets import Target
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 RATE = 20_000  # requests per second, all families and kinds of request together
 WINDOW = 1 << 18  # addresses in flight at most (sent, not yet answered or timed out, or in the full GET)
-BATCH = 64  # addresses sent back to back; their timeout is one entry
+BATCH = 64  # addresses sent back to back at most (their timeout is one entry); fewer at low rates
+BATCH_SECONDS = 0.01  # a batch is at most this much of the rate's requests
 RECEIVE_BUFFER = 4 << 20  # asked for (the kernel caps it at net.core.rmem_max)
 _RIDS = 1 << 31  # request ids are 0 to 2^31 - 1 (a positive INTEGER32)
 _MAX_DATAGRAM = 65535
@@ -379,7 +380,7 @@ class Sweep:
         walk = self.addresses.walk()
         total = self.addresses.total
         started = loop.time()
-        sent_at_start = 0
+        batch = max(1, min(BATCH, int(self.rate * BATCH_SECONDS / len(self.probes))))
         try:
             while True:
                 now = loop.time()
@@ -387,9 +388,9 @@ class Sweep:
                     _, attempt, first, end = pending.popleft()
                     await self._expire(pending, attempt, first, end)
                 space = self.size - (self.high - self.low)
-                count = min(BATCH, total - self.high, space)
+                count = min(batch, total - self.high, space)
                 # The rate: a batch goes once its requests fit in what the elapsed time allows.
-                due = started + (self.sent - sent_at_start + count * len(self.probes)) / self.rate
+                due = started + (self.sent + count * len(self.probes)) / self.rate
                 if count > 0 and due <= loop.time():
                     first = self.high
                     for family, address in _take(walk, count):

@@ -176,9 +176,12 @@ def test_the_rate_bounds_the_sending(router):
     result = asyncio.run(
         scan(["127.0.1.0/24"], [router.v2c], port=router.port, timeout=0.1, retries=0, rate=1000)
     )
+    slow = asyncio.run(scan(["127.0.0.1-127.0.0.3"], [router.v2c], port=router.port, timeout=0.1, rate=5))
 
     assert result.requests_sent == 256
     assert result.seconds >= 256 / 1000  # the last request is due a quarter of a second in
+    assert slow.requests_sent == 3 and slow.devices_found == 3  # one address at a time
+    assert slow.seconds >= 3 / 5
 
 
 def test_a_cancelled_scan_stops_and_closes_its_sockets(router):
