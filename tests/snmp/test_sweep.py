@@ -17,6 +17,9 @@ import pytest
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 
+from agent.__main__ import parse_args
+from agent.client import ManagerClient
+from agent.runner import Agent
 from snmp.scanner import scan
 from snmp.sweep import (
     Addresses,
@@ -317,3 +320,26 @@ def test_a_slash_16_with_a_v3_seed_takes_under_15_s_and_100_mb_in_the_agent(rout
     assert calls == sorted(calls) and calls[-1] == (65536, 7) and len(calls) > 10  # progress all along
     assert report["seconds"] <= 15, report["seconds"]  # issue 12's limits
     assert report["peak_kib"] < 100 * 1024, report["peak_kib"]
+
+
+def test_the_agent_sweeps_at_its_discovery_rate(router, monkeypatch):
+    monkeypatch.setenv("PROMSNMP_TOKEN", "psm_unused")
+    base = ["--url", "http://127.0.0.1:9", "--site", "s"]
+    assert parse_args(base).discovery_rate == 20_000
+    assert parse_args([*base, "--discovery-rate", "1000"]).discovery_rate == 1000
+    monkeypatch.setenv("PROMSNMP_DISCOVERY_RATE", "5")
+    assert parse_args(base).discovery_rate == 5
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(SystemExit):
+            parse_args([*base, "--discovery-rate", bad])
+
+    agent = Agent(ManagerClient("http://127.0.0.1:9", "unused"), site_id="s", hostname="h", discovery_rate=5)
+    seed = {
+        "targets": ["127.0.0.1-127.0.0.3"],
+        "snmpConfig": router.v2c,
+        "options": {"timeout": 100, "retries": 0, "port": router.port},
+    }
+    result = asyncio.run(agent._scan_seed(seed, lambda scanned, found: None))
+
+    assert (result.devices_found, result.requests_sent) == (3, 3)
+    assert result.seconds >= 3 / 5  # one address every 0.2 s
