@@ -88,7 +88,8 @@ $(TOOLS_DIR)/helm:
 # Installed only when missing (apt-get, as root or with sudo). The tests start their own Prometheus on a
 # free loopback port: the system service the package starts (on :9090, for everyone) is stopped and
 # disabled where systemd runs.
-APT_PACKAGES := snmpd snmp chromium prometheus
+# bench/discovery.py also drives onesixtyone (the reference sweep) and GNU time (peak RSS of each scan).
+APT_PACKAGES := snmpd snmp chromium prometheus onesixtyone time
 
 system-packages:
 	@missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \

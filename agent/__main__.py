@@ -37,6 +37,7 @@ from agent.backoff import DEFAULT_BASE, DEFAULT_CAP
 from agent.bridge import DEFAULT_POLL_INTERVAL, Bridge, PromSnmpClient, scrape_address_of
 from agent.client import ManagerClient
 from agent.runner import Agent
+from snmp.sweep import RATE as SWEEP_RATE
 
 # host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address (the manager checks more).
 _SCRAPE_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$")
@@ -57,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--progress-interval", type=float, default=1.0, help="seconds between progress frames"
+    )
+    parser.add_argument(
+        "--discovery-rate",
+        type=float,
+        default=env("PROMSNMP_DISCOVERY_RATE") or SWEEP_RATE,  # a string is parsed as the option
+        help=f"requests per second of a discovery sweep, at most (default {SWEEP_RATE:,})",
     )
     parser.add_argument(
         "--loopback-only",
@@ -108,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--promsnmp-url: {exc}")
     if args.scrape_address and not _SCRAPE_ADDRESS.match(args.scrape_address):
         parser.error("--scrape-address must be host:port")
+    if not args.discovery_rate > 0:
+        parser.error("--discovery-rate must be above 0")
     if args.promsnmp_poll_interval <= 0:
         parser.error("--promsnmp-poll-interval must be above 0")
     return args
@@ -146,6 +155,7 @@ async def _main(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         bridge=bridge,
         scrape_address=args.scrape_address or "",
+        discovery_rate=args.discovery_rate,
     )
     await agent.run(stop)
     return 1 if agent.fatal else 0

@@ -48,6 +48,7 @@ from agent.bridge import Bridge, BridgeError
 from agent.client import ApiError, ManagerClient, parse_retry_after, results_body
 from agent.spool import Spool
 from snmp.scanner import ScanResult, scan, wire_devices
+from snmp.sweep import RATE as SWEEP_RATE
 
 __all__ = ["Agent", "RunReport", "backoff"]
 
@@ -93,6 +94,7 @@ class Agent:
         on_event: Callable[[dict[str, Any]], Any] | None = None,
         bridge: Bridge | None = None,
         scrape_address: str = "",
+        discovery_rate: float = SWEEP_RATE,
     ):
         self.client = client
         self.site_id = site_id
@@ -102,6 +104,7 @@ class Agent:
         self.allow_non_loopback = allow_non_loopback
         self.heartbeat_override = heartbeat_interval
         self.progress_interval = progress_interval
+        self.discovery_rate = discovery_rate
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         Backoff(base=backoff_base, cap=backoff_cap)  # refuse a bad base/cap here, not in a loop later
@@ -791,6 +794,7 @@ class Agent:
             concurrency=options.get("maxConcurrent", 50),
             timeout=options.get("timeout", 5000) / 1000,
             retries=options.get("retries", 1),
+            rate=self.discovery_rate,
             on_progress=progress,
             allow_non_loopback=self.allow_non_loopback,
         )

@@ -1,4 +1,4 @@
-"""The SNMP discovery scanner (pysnmp 7, asyncio), shared by the manager and the reference agent (`agent/`).
+"""The SNMP discovery scanner (asyncio), shared by the manager and the reference agent (`agent/`).
 
 Plain Python: no Django, no settings. It reads the wire form of SNMP credentials (`snmp.credentials`'
 fields: version, readCommunity, securityName, securityLevel, authProtocol, …) and targets as
@@ -8,10 +8,14 @@ fields: version, readCommunity, securityName, securityLevel, authProtocol, …) 
                         timeout=1.0, retries=0, on_progress=print)
     devices = [wire_device(found) for found in result.devices]  # POST …/inventory/devices
 
-Each address is asked, with each config in order until one answers, for sysDescr, sysObjectID,
-sysContact, sysName, sysLocation and ifNumber in one GET. One SnmpEngine serves a whole scan and its
-transports are closed at the end. Only 127.0.0.0/8 is scanned unless the caller passes
-`allow_non_loopback=True` (the agent CLI does; tests and benchmarks never).
+Two passes. The sweep (`snmp.sweep`) asks every address whether it speaks SNMP at all, with one
+hand-encoded request per address and kind of config (v1/v2c: a GET of sysObjectID with the community;
+v3: the engine-id discovery, which any v3 agent answers without credentials), from one socket, at a
+bounded rate, keeping one byte per address in flight. Only the addresses that answered get the full
+GET (pysnmp, one SnmpEngine for the scan, closed at the end): sysDescr, sysObjectID, sysContact,
+sysName, sysLocation and ifNumber, with each config in order until one answers. Only 127.0.0.0/8 is
+scanned unless the caller passes `allow_non_loopback=True` (the agent CLI does; tests and benchmarks
+never).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import inspect
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +59,8 @@ from snmp.credentials import (
     SECURITY_LEVELS,
     type_for,
 )
-from snmp.targets import Target, count_addresses, iter_addresses, parse_target
+from snmp.sweep import RATE, Addresses, Sweep, probes_for
+from snmp.targets import Target, parse_target
 
 # The wire name of each value read → its OID. One GET asks for all of them.
 OIDS: dict[str, str] = {
@@ -127,7 +132,9 @@ class ScanResult:
     errors: Counter = field(default_factory=Counter)  # other failures, by kind: "auth", "error"
     error_messages: list[str] = field(default_factory=list)  # "address: what", at most 1,000
     seconds: float = 0.0
-    peak_concurrency: int = 0  # the most probes in flight at once
+    peak_concurrency: int = 0  # the most full GETs in flight at once
+    responded: int = 0  # addresses that answered the sweep (and got the full GET)
+    requests_sent: int = 0  # by the sweep, resends included
 
     @property
     def devices_found(self) -> int:
@@ -326,14 +333,19 @@ async def scan(
     concurrency: int = 50,
     timeout: float = 1.0,
     retries: int = 0,
+    rate: float = RATE,
     on_progress: ProgressCallback | None = None,
     allow_non_loopback: bool = False,
 ) -> ScanResult:
-    """Scan every address of `targets` with the wire configs, in order; at most `concurrency` at once.
+    """Scan every address of `targets` with the wire configs, in order.
 
-    `timeout` is in seconds, per request; `retries` the resends after a timeout. `on_progress(scanned,
-    found)` is called after each address (it may be a coroutine function). ValueError for a bad
-    target or config, before anything is sent.
+    Two passes: the sweep (snmp.sweep) sends one small request per address and config kind at most
+    `rate` requests per second and waits `timeout` seconds for the answers, resending `retries` times
+    to the silent ones; each address that answered then gets the full GET, with each config in order
+    until one answers, at most `concurrency` at once (the same `timeout` and `retries`).
+    `on_progress(scanned, found)` (it may be a coroutine function) is called when the counts change: as
+    addresses are done (silent ones a batch at a time), the last call with the totals. ValueError for a
+    bad target or config, before anything is sent.
     """
     parsed = check_targets(targets, allow_non_loopback=allow_non_loopback)
     if not snmp_configs:
@@ -343,42 +355,93 @@ async def scan(
         raise ValueError("port: 1 to 65535")
     if concurrency < 1:
         raise ValueError("concurrency: at least 1")
-    total = count_addresses(parsed)
+    if not rate > 0:
+        raise ValueError("rate: above 0 requests per second")
     result = ScanResult()
     started = time.monotonic()
-    engine = SnmpEngine()
-    scanner = _Scanner(engine, creds, port, timeout, retries)
-    addresses: Iterator[str] = iter_addresses(parsed)
+    addresses = Addresses(parsed)
+    answered: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+
+    reported = (0, 0)
+
+    async def progress() -> None:
+        nonlocal reported
+        counts = (result.targets_scanned, len(result.devices))
+        if on_progress is not None and counts != reported:
+            reported = counts
+            outcome = on_progress(*counts)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    def failed(kind: str, message: str) -> None:
+        result.errors[kind] += 1
+        if len(result.error_messages) < MAX_ERROR_MESSAGES:
+            result.error_messages.append(message)
+
+    async def silent(count: int) -> None:
+        result.targets_scanned += count
+        result.unreachable += count
+        await progress()
+
+    def unsendable(index: int, address: str, error: OSError) -> None:
+        result.targets_scanned += 1
+        if isinstance(error, PermissionError):
+            result.unreachable += 1  # a broadcast address (a network's last): no one device answers it
+        else:
+            failed("error", f"{address}: {error}")  # no route, …: worth the operator's eye
+
+    sweep = Sweep(
+        addresses,
+        probes_for([cred.wire for cred in creds]),
+        port=port,
+        timeout=timeout,
+        retries=retries,
+        rate=rate,
+        on_answer=lambda index, address: answered.put_nowait((index, address)),
+        on_silent=silent,
+        on_error=unsendable,
+    )
+    engine: SnmpEngine | None = None  # made for the first address that answers
+    scanner: _Scanner | None = None
 
     async def worker() -> None:
-        for address in addresses:  # shared: each address goes to one worker
+        nonlocal engine, scanner
+        while (item := await answered.get()) is not None:
+            index, address = item
+            if scanner is None:
+                engine = SnmpEngine()
+                scanner = _Scanner(engine, creds, port, timeout, retries)
             device, kind, message = await scanner.probe(address)
             result.targets_scanned += 1
             if device is not None:
                 result.devices.append(device)
             elif kind is None:
-                result.unreachable += 1
+                result.unreachable += 1  # answered the sweep, then not the GET: lost, or just rebooted
             else:
-                result.errors[kind] += 1
-                if len(result.error_messages) < MAX_ERROR_MESSAGES:
-                    result.error_messages.append(message or address)
-            if on_progress is not None:
-                outcome = on_progress(result.targets_scanned, len(result.devices))
-                if inspect.isawaitable(outcome):
-                    await outcome
+                failed(kind, message or address)
+            sweep.release(index)
+            await progress()
 
+    async def sweep_then_stop_workers() -> None:
+        await sweep.run()
+        for _ in workers:
+            answered.put_nowait(None)  # after every address that answered: each worker ends
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, addresses.total))]
+    tasks = [asyncio.create_task(sweep_then_stop_workers()), *workers]
     try:
-        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, total))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        await asyncio.gather(*tasks)
     finally:
-        engine.close_dispatcher()
-    result.peak_concurrency = scanner.peak
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sweep.close()
+        if engine is not None:
+            engine.close_dispatcher()
+    await progress()
+    result.responded = sweep.answered
+    result.requests_sent = sweep.sent
+    result.peak_concurrency = scanner.peak if scanner is not None else 0
     result.seconds = time.monotonic() - started
     result.devices.sort(key=_order)
     return result

@@ -46,7 +46,8 @@ def run_of(base_url: str, headers: dict, run_id: str) -> dict:
 
 
 def create_seed(base_url: str, headers: dict, snmpd, name: str, last: int, timeout_ms: int) -> dict:
-    """A seed of 127.0.0.1-127.0.0.<last>: snmpd answers on a few, the rest is silent (slow to scan)."""
+    """A seed of 127.0.0.1-127.0.0.<last>: snmpd answers on a few, the rest is silent: the scan lasts
+    about the timeout (the sweep waits that long for the silent ones)."""
     return ok(
         requests.post(
             f"{base_url}/api/v1/sites/{SITE}/discovery-seeds",
@@ -83,8 +84,8 @@ def test_results_held_through_a_manager_outage_are_stored_exactly_once(tokens, t
         stack.enter_context(run_snmpd(("127.0.0.5",), port=router.port, sys_name="lab-switch"))
         first = ExitStack()
         base_url, first_server = first.enter_context(serve_on(port, SERVER_ENV))
-        # 40 addresses, 4 answer; two at a time with 1 s timeouts: about 18 s of scanning.
-        seed = create_seed(base_url, admin, router, "slow-lab", 40, 1000)
+        # 40 addresses, 4 answer; the other 36 wait out an 8 s timeout: about 8 s of scanning.
+        seed = create_seed(base_url, admin, router, "slow-lab", 40, 8000)
         agent = start_agent_cli(
             base_url,
             instance_token,
@@ -349,7 +350,7 @@ def test_cancel_discovery_stops_the_scan_and_nothing_is_posted_or_reported(token
     with ExitStack() as stack:
         router = stack.enter_context(run_snmpd(("127.0.0.1", "127.0.0.2"), sys_name="lab-router"))
         base_url, _server = stack.enter_context(serve_on(free_port(), SERVER_ENV))
-        seed = create_seed(base_url, admin, router, "slow-lab", 40, 1000)
+        seed = create_seed(base_url, admin, router, "slow-lab", 40, 8000)
         agent = start_agent_cli(base_url, instance_token, SITE, "agent-1", log_path, *FAST_RETRY)
         try:
             wait_until(

@@ -89,8 +89,8 @@ def make_seed(port: int) -> str:
             "name": "loopback-lab",
             "targets": [f"127.0.0.1-127.0.0.{TARGETS}"],
             "snmpConfig": {"version": 2, "readCommunity": "lab-ro-2c"},
-            # Silent addresses wait out their timeout two at a time: the scan lasts a few seconds.
-            "options": {"timeout": 500, "retries": 0, "maxConcurrent": 2, "port": port},
+            # The silent addresses wait out their timeout: the scan lasts two seconds.
+            "options": {"timeout": 2000, "retries": 0, "maxConcurrent": 2, "port": port},
         }
     )
     assert parsed is not None, errors

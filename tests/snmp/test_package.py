@@ -31,7 +31,7 @@ SERVER = (
 
 def test_the_package_imports_no_django_and_no_server_app():
     code = (
-        "import sys, snmp, snmp.credentials, snmp.targets, snmp.scanner; "
+        "import sys, snmp, snmp.credentials, snmp.targets, snmp.sweep, snmp.scanner; "
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {SERVER!r}); "
         "assert not bad, bad"
     )
