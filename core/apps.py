@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import request_finished
 
 
 class CoreConfig(AppConfig):
@@ -7,3 +8,7 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core import checks, schema  # noqa: F401  (registers the system checks, OpenAPI extensions)
+        from core.authentication import token_uses_flush_after_request
+
+        # After the response is sent: tokens' last use is written off the request path.
+        request_finished.connect(token_uses_flush_after_request, dispatch_uid="token_uses_flush")
