@@ -9,12 +9,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, DateTimeField, F, Q, Value, When
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -103,7 +102,12 @@ def live_tokens():
 def token_lookup(plaintext: str) -> ApiToken:
     """The live token for a plaintext, or AuthenticationFailed: one read, no write (the use is noted for
     token_uses_flush). Also used by the WebSocket."""
-    token = ApiToken.objects.filter(token_hash=hash_token(plaintext)).first()
+    # A raw query: the same row as the ORM's filter().first() for a fraction of its CPU (no SQL to compile),
+    # and this runs on every request.
+    token = next(
+        iter(ApiToken.objects.raw("SELECT * FROM api_tokens WHERE token_hash = %s", [hash_token(plaintext)])),
+        None,
+    )
     if token is None or token.revoked_at is not None:
         raise exceptions.AuthenticationFailed("Invalid or revoked token.")
     now = timezone.now()
@@ -149,25 +153,29 @@ class _TokenUses:
 
 
 _uses = _TokenUses()
-_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def token_uses_flush(*, force: bool = False) -> int:
-    """Write the noted uses (when the last write is LAST_USED_FLUSH_SECONDS old, or `force`): one UPDATE per
-    LAST_USED_BATCH tokens, which never moves a last_used_at backwards. Returns the rows written. A failure
-    keeps the uses for the next flush and is logged; it never reaches the caller."""
+    """Write the noted uses (when the last write is LAST_USED_FLUSH_SECONDS old, or `force`). Uses are
+    recorded to the second, one UPDATE per second of use and LAST_USED_BATCH tokens (a busy process writes a
+    period's uses in about as many statements as the period has seconds), never moving a last_used_at
+    backwards. Returns the rows written. A failure keeps the uses for the next flush and is logged; it never
+    reaches the caller."""
     uses = _uses.take(force=force)
     if not uses:
         return 0
+    by_second: dict[datetime, list[str]] = {}
+    for token_id, at in uses.items():
+        by_second.setdefault(at.replace(microsecond=0), []).append(token_id)
     written = 0
-    items = sorted(uses.items())
     try:
-        for start in range(0, len(items), LAST_USED_BATCH):
-            batch = items[start : start + LAST_USED_BATCH]
-            used_at = Case(*(When(pk=pk, then=Value(at)) for pk, at in batch), output_field=DateTimeField())
-            written += ApiToken.objects.filter(pk__in=[pk for pk, _ in batch]).update(
-                last_used_at=Greatest(Coalesce(F("last_used_at"), Value(_NEVER)), used_at)
-            )
+        for at, token_ids in sorted(by_second.items()):
+            for start in range(0, len(token_ids), LAST_USED_BATCH):
+                written += (
+                    ApiToken.objects.filter(pk__in=token_ids[start : start + LAST_USED_BATCH])
+                    .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=at))
+                    .update(last_used_at=at)
+                )
     except Exception:
         _uses.put_back(uses)
         logger.warning("could not record the last use of %d token(s); will retry", len(uses), exc_info=True)
