@@ -103,7 +103,13 @@ def free_port() -> int:
 
 def server_command(kind: str, port: int) -> list[str]:
     """`serve`: `manage.py serve --no-beat` (daphne: the embedded default's server, and the production
-    shape's WebSocket server); `gunicorn`: the production shape's REST server."""
+    shape's WebSocket server); `embedded`: `manage.py serve` as `make run` starts it (beat in a thread of
+    it); `gunicorn`: the production shape's REST server; `run-prod`: `manage.py run_prod` (`make run-prod`:
+    gunicorn on PORT, daphne on WS_PORT, a Celery worker and beat; needs DATABASE_URL and REDIS_URL)."""
+    if kind == "embedded":
+        return [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if kind == "run-prod":
+        return [sys.executable, "manage.py", "run_prod"]  # HOST, PORT and WS_PORT from the environment
     if kind == "gunicorn":
         # The worker class and threads run_prod starts (GUNICORN_THREADS from the environment, default 8),
         # and a timeout long enough for a 100k import: gunicorn's default (30 s) would kill the worker.
@@ -117,18 +123,23 @@ def server_command(kind: str, port: int) -> list[str]:
 
 
 @contextmanager
-def server(kind: str, env: dict[str, str], log_path: Path):
-    """A real server process on 127.0.0.1; yields its base URL."""
+def server(kind: str, env: dict[str, str], log_path: Path, processes: list | None = None):
+    """A real server process on 127.0.0.1; yields its base URL (and appends its Popen to `processes`)."""
     port = free_port()
+    ports = {"HOST": "127.0.0.1", "PORT": str(port)}
+    if kind == "run-prod":
+        ports["WS_PORT"] = str(free_port())
     with log_path.open("w") as log:
         process = subprocess.Popen(
             server_command(kind, port),
             cwd=ROOT,
-            env={**env, "HOST": "127.0.0.1", "PORT": str(port), "PYTHONUNBUFFERED": "1"},
+            env={**env, **ports, "PYTHONUNBUFFERED": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    if processes is not None:
+        processes.append(process)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

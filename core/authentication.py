@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import ipaddress
+import logging
+import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -15,7 +20,13 @@ from rest_framework import authentication, exceptions
 from core.audit import Actor
 from core.models import ApiToken, Scope
 
+logger = logging.getLogger("promsnmp.tokens")
+
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A token's use is noted in memory and written after the response, together with the other uses noted
+# meanwhile: at most one write of last_used_at every this many seconds per process (tests set 0).
+LAST_USED_FLUSH_SECONDS = 10.0
+LAST_USED_BATCH = 500  # tokens per UPDATE statement
 
 
 def hash_token(plaintext: str) -> str:
@@ -89,17 +100,98 @@ def live_tokens():
 
 
 def token_lookup(plaintext: str) -> ApiToken:
-    """The live token for a plaintext, or AuthenticationFailed. Also used by the WebSocket."""
-    token = ApiToken.objects.filter(token_hash=hash_token(plaintext)).first()
+    """The live token for a plaintext, or AuthenticationFailed: one read, no write (the use is noted for
+    token_uses_flush). Also used by the WebSocket."""
+    # A raw query: the same row as the ORM's filter().first() for a fraction of its CPU (no SQL to compile),
+    # and this runs on every request.
+    token = next(
+        iter(ApiToken.objects.raw("SELECT * FROM api_tokens WHERE token_hash = %s", [hash_token(plaintext)])),
+        None,
+    )
     if token is None or token.revoked_at is not None:
         raise exceptions.AuthenticationFailed("Invalid or revoked token.")
     now = timezone.now()
     if token.expires_at is not None and token.expires_at <= now:
         raise exceptions.AuthenticationFailed("Token expired.")
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        # At most one write a minute per token, even under concurrent requests.
-        ApiToken.objects.filter(pk=token.pk, last_used_at=token.last_used_at).update(last_used_at=now)
+        _uses.note(token.pk, now)
     return token
+
+
+class _TokenUses:
+    """Uses of tokens whose stored last_used_at is older than LAST_USED_RESOLUTION, by token id, waiting to
+    be written in one statement. Per process; a process that dies loses at most a flush period of them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: dict[str, datetime] = {}
+        self._flushed_at = float("-inf")  # time.monotonic() of the last write
+
+    def note(self, token_id: str, at: datetime) -> None:
+        with self._lock:
+            self._pending[token_id] = at
+
+    def take(self, *, force: bool) -> dict[str, datetime]:
+        """What is to be written now (everything, when `force` or the last write is old enough)."""
+        with self._lock:
+            due = force or time.monotonic() - self._flushed_at >= LAST_USED_FLUSH_SECONDS
+            if not self._pending or not due:
+                return {}
+            taken, self._pending = self._pending, {}
+            self._flushed_at = time.monotonic()
+            return taken
+
+    def put_back(self, uses: dict[str, datetime]) -> None:
+        with self._lock:
+            for token_id, at in uses.items():
+                self._pending[token_id] = max(at, self._pending.get(token_id, at))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._flushed_at = float("-inf")
+
+
+_uses = _TokenUses()
+
+
+def token_uses_flush(*, force: bool = False) -> int:
+    """Write the noted uses (when the last write is LAST_USED_FLUSH_SECONDS old, or `force`). Uses are
+    recorded to the second, one UPDATE per second of use and LAST_USED_BATCH tokens (a busy process writes a
+    period's uses in about as many statements as the period has seconds), never moving a last_used_at
+    backwards. Returns the rows written. A failure keeps the uses for the next flush and is logged; it never
+    reaches the caller."""
+    uses = _uses.take(force=force)
+    if not uses:
+        return 0
+    by_second: dict[datetime, list[str]] = {}
+    for token_id, at in uses.items():
+        by_second.setdefault(at.replace(microsecond=0), []).append(token_id)
+    written = 0
+    try:
+        for at, token_ids in sorted(by_second.items()):
+            for start in range(0, len(token_ids), LAST_USED_BATCH):
+                written += (
+                    ApiToken.objects.filter(pk__in=token_ids[start : start + LAST_USED_BATCH])
+                    .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=at))
+                    .update(last_used_at=at)
+                )
+    except Exception:
+        _uses.put_back(uses)
+        logger.warning("could not record the last use of %d token(s); will retry", len(uses), exc_info=True)
+    return written
+
+
+def token_uses_flush_after_request(**_kwargs) -> None:
+    """request_finished: the response is sent; write the noted uses if due. Django closed the request's
+    connection before this ran (close_old_connections): close the one the flush opened, too."""
+    was_open = connection.connection is not None
+    token_uses_flush()
+    if not was_open and connection.connection is not None and not connection.in_atomic_block:
+        connection.close()
+
+
+atexit.register(token_uses_flush, force=True)  # a process that stops writes what it noted
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

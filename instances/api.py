@@ -6,9 +6,11 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 
 from core.api import BODY_ERRORS, ApiView, error_responses, schema
+from core.errors import NotFoundError
 from core.fields import BoundedJSONObjectField, StrictCharField, StrictIntegerField
 from core.permissions import INSTANCES, READERS, WRITERS, require_instance_access
 from core.timefmt import iso_z
@@ -230,26 +232,42 @@ class HeartbeatView(ApiView):
         tags=["instances"],
     )
     def post(self, request, instance_id: str):
-        _instance_for(request, instance_id)
-        data = self.validated(HeartbeatIn)
-        result = services.instance_heartbeat(
-            actor=self.actor(),
-            instance_id=instance_id,
-            status=data["status"],
-            uptime=data.get("uptime"),
-            inventory_version=data.get("inventoryVersion"),
-            config_version=data.get("configVersion"),
-            metrics=data.get("metrics"),
-        )
+        principal = self.principal()
+        # The common case (the instance's own token, or an admin's) reads nothing before the write: the
+        # token's site binding goes into the UPDATE. Anything else (an enrolment token: its site's
+        # requireInstanceTokens) is checked first, and refusals come as before: 404 or 403, then 400.
+        checked = not (principal.is_admin or principal.instance_id == instance_id)
+        if checked:
+            _instance_for(request, instance_id)
+        try:
+            data = self.validated(HeartbeatIn)
+        except APIException:  # a body that does not parse or validate
+            if not checked:
+                _instance_for(request, instance_id)
+            raise
+        try:
+            result = services.instance_heartbeat(
+                actor=self.actor(),
+                instance_id=instance_id,
+                status=data["status"],
+                uptime=data.get("uptime"),
+                inventory_version=data.get("inventoryVersion"),
+                config_version=data.get("configVersion"),
+                metrics=data.get("metrics"),
+                site_id=principal.site_id,
+            )
+        except NotFoundError:
+            _instance_for(request, instance_id)  # 403 when it is another site's instance
+            raise
         return Response(
             {
                 "status": "ok",
-                "isLeader": result.instance.is_leader,
-                "inventoryVersion": result.site.inventory_version,
-                "configVersion": result.site.config_version,
+                "isLeader": result.is_leader,
+                "inventoryVersion": result.inventory_version,
+                "configVersion": result.config_version,
                 "configChanged": result.config_changed,
                 "serverTime": iso_z(timezone.now()),
-                "leaderTerm": result.site.leader_term,
+                "leaderTerm": result.leader_term,
             }
         )
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 
 from core.audit import Actor, audit_record
-from core.authentication import live_tokens, token_lookup, token_principal
+from core.authentication import live_tokens, token_lookup, token_principal, token_uses_flush
 from core.errors import NotFoundError
 from core.events import end_sessions, instance_group
 from core.hooks import Hook
@@ -31,8 +31,14 @@ logger = logging.getLogger("promsnmp.instances")
 
 @dataclass(frozen=True)
 class HeartbeatResult:
-    instance: Instance
-    site: Site
+    """What the heartbeat answers: the instance's leadership and its site's term and versions, as one
+    snapshot (never a new term with the leadership before it, or the reverse)."""
+
+    site_id: str
+    is_leader: bool
+    leader_term: int
+    config_version: int  # the site's
+    inventory_version: int  # the site's
     config_changed: bool
 
 
@@ -115,6 +121,84 @@ def instance_enroll(*, actor: Actor, site_id: str, hostname: str, **details: Any
     return Enrollment(instance=instance, site=site, instance_token=plaintext)
 
 
+class _Beat(NamedTuple):
+    """The instance and its site as one heartbeat found them."""
+
+    site_id: str
+    is_leader: bool
+    config_version: int | None  # the last the instance reported
+    config_version_sent: int | None  # the last the manager handed it
+    leader_term: int
+    site_config_version: int
+    inventory_version: int
+    site_has_leader: bool
+
+
+# One statement for the common heartbeat, on PostgreSQL and SQLite (3.35+) alike; a field the heartbeat
+# leaves out (NULL) keeps its value. The site's fields come from scalar subqueries, since SQLite's RETURNING
+# may not name the tables of an UPDATE … FROM. isLeader does too: on PostgreSQL a subquery reads the
+# statement's snapshot, while the row's own columns are its latest version (re-read after waiting for a
+# lock), so an election committing while the UPDATE waits on the instance's row would otherwise pair its
+# new isLeader with the term before it. Whether the site has a leader at all decides the rare path.
+HEARTBEAT_SQL = """
+UPDATE instances SET
+    last_heartbeat = %s,
+    reported_status = %s,
+    uptime = COALESCE(%s, uptime),
+    inventory_version = COALESCE(%s, inventory_version),
+    config_version = COALESCE(%s, config_version),
+    metrics = COALESCE(%s, metrics)
+WHERE id = %s AND site_id = COALESCE(%s, site_id)
+RETURNING
+    site_id,
+    (SELECT i.is_leader FROM instances i WHERE i.id = instances.id),
+    config_version,
+    config_version_sent,
+    (SELECT s.leader_term FROM sites s WHERE s.id = instances.site_id),
+    (SELECT s.config_version FROM sites s WHERE s.id = instances.site_id),
+    (SELECT s.inventory_version FROM sites s WHERE s.id = instances.site_id),
+    EXISTS (SELECT 1 FROM instances l WHERE l.site_id = instances.site_id AND l.is_leader)
+"""
+
+
+def _heartbeat_write(instance_id: str, site_id: str | None, values: dict[str, Any]) -> _Beat | None:
+    """HEARTBEAT_SQL, in autocommit: the instance's row, and what the answer needs of it and its site."""
+    fields = ("last_heartbeat", "reported_status", "uptime", "inventory_version", "config_version", "metrics")
+    params = [
+        None
+        if values.get(name) is None
+        else Instance._meta.get_field(name).get_db_prep_value(values[name], connection)
+        for name in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, [*params, instance_id, site_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    site, is_leader, reported, sent, term, config_version, inventory_version, has_leader = row
+    return _Beat(
+        site, bool(is_leader), reported, sent, term, config_version, inventory_version, bool(has_leader)
+    )
+
+
+def _heartbeat_read(instance_id: str) -> _Beat | None:
+    """The same as _heartbeat_write answers, read in one statement (after a leadership change)."""
+    row = (
+        Instance.objects.filter(pk=instance_id)
+        .values_list(
+            "site_id",
+            "is_leader",
+            "config_version",
+            "config_version_sent",
+            "site__leader_term",
+            "site__config_version",
+            "site__inventory_version",
+        )
+        .first()
+    )
+    return None if row is None else _Beat(*row, site_has_leader=True)
+
+
 def instance_heartbeat(
     *,
     actor: Actor,
@@ -124,51 +208,54 @@ def instance_heartbeat(
     inventory_version: int | None = None,
     config_version: int | None = None,
     metrics: dict[str, Any] | None = None,
+    site_id: str | None = None,
 ) -> HeartbeatResult:
-    now = timezone.now()
-    with transaction.atomic():
-        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
-        if instance is None:
-            raise NotFoundError(f"No instance {instance_id!r}; register again.")
-        instance.last_heartbeat = now
-        instance.reported_status = status
-        if uptime is not None:
-            instance.uptime = uptime
-        if inventory_version is not None:
-            instance.inventory_version = inventory_version
-        if config_version is not None:
-            instance.config_version = config_version
-        if metrics is not None:
-            instance.metrics = metrics
-        instance.save(
-            update_fields=[
-                "last_heartbeat",
-                "reported_status",
-                "uptime",
-                "inventory_version",
-                "config_version",
-                "metrics",
-            ]
-        )
-    # A leaderless site gets this live instance as leader (no lock unless it is leaderless).
-    election.leader_ensure(site_id=instance.site_id, candidate_id=instance.id, actor=actor)
-    # Leadership and term in one statement, so the answer never pairs a stale isLeader with a new term;
-    # the instance may have been deregistered meanwhile.
-    fresh = Instance.objects.select_related("site").filter(pk=instance.pk).first()
-    if fresh is None:
+    """Record a heartbeat; answer leadership, term and versions. `site_id`: only an instance of that site
+    (NotFoundError otherwise, as for an unknown instance).
+
+    The common heartbeat is one UPDATE … RETURNING in autocommit: no transaction, no lock but the row's own.
+    Only a site with no leader (the election), and a config change not yet handed to an instance that
+    reports no configVersion, cost more statements.
+    """
+    beat = _heartbeat_write(
+        instance_id,
+        site_id,
+        {
+            "last_heartbeat": timezone.now(),
+            "reported_status": status,
+            "uptime": uptime,
+            "inventory_version": inventory_version,
+            "config_version": config_version,
+            "metrics": metrics,
+        },
+    )
+    if beat is None:
         raise NotFoundError(f"No instance {instance_id!r}; register again.")
-    instance.is_leader, site = fresh.is_leader, fresh.site
-    if instance.config_version is not None:
-        # It says which config it runs: changed until it reports the current one.
-        config_changed = instance.config_version < site.config_version
+    if not beat.site_has_leader:
+        # A leaderless site gets this live instance as leader; then leadership and term are read again, in
+        # one statement (the instance may have been deregistered meanwhile).
+        election.leader_ensure(site_id=beat.site_id, candidate_id=instance_id, actor=actor)
+        beat = _heartbeat_read(instance_id)
+        if beat is None:
+            raise NotFoundError(f"No instance {instance_id!r}; register again.")
+    if beat.config_version is not None:
+        # It says which config it runs (now or in an earlier heartbeat): changed until it reports the current.
+        config_changed = beat.config_version < beat.site_config_version
     else:
-        # It reports none (the spec's heartbeat body): compare with the last version it was given,
-        # and this answer gives it the current one, so it is told once.
-        known = instance.config_version_sent
-        config_changed = known is None or known < site.config_version
+        # It reports none (the spec's heartbeat body): compare with the last version it was given, and this
+        # answer gives it the current one, so it is told once.
+        known = beat.config_version_sent
+        config_changed = known is None or known < beat.site_config_version
         if config_changed:
-            Instance.objects.filter(pk=instance.pk).update(config_version_sent=site.config_version)
-    return HeartbeatResult(instance=instance, site=site, config_changed=config_changed)
+            Instance.objects.filter(pk=instance_id).update(config_version_sent=beat.site_config_version)
+    return HeartbeatResult(
+        site_id=beat.site_id,
+        is_leader=beat.is_leader,
+        leader_term=beat.leader_term,
+        config_version=beat.site_config_version,
+        inventory_version=beat.inventory_version,
+        config_changed=config_changed,
+    )
 
 
 @transaction.atomic
@@ -223,6 +310,7 @@ def socket_authorize(*, token: str, instance_id: str) -> SocketGrant:
         api_token = token_lookup(token)
     except AuthenticationFailed as exc:
         raise SocketRefused(4401, str(exc.detail)) from exc
+    token_uses_flush()  # a socket server may serve no HTTP request that would write the token's last use
     scopes = set(api_token.scopes)
     if Scope.ADMIN not in scopes and Scope.INSTANCE not in scopes:
         raise SocketRefused(4403, "The event socket needs an instance or admin token.")

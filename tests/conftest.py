@@ -49,6 +49,16 @@ def events_in_process(settings):
 
 
 @pytest.fixture(autouse=True)
+def token_uses_written_at_once(monkeypatch):
+    """A token's last use is written at the end of the request that noted it (in production: batched, at
+    most every LAST_USED_FLUSH_SECONDS), so each test counts the same queries whatever ran before it."""
+    from core import authentication
+
+    authentication._uses.clear()
+    monkeypatch.setattr(authentication, "LAST_USED_FLUSH_SECONDS", 0)
+
+
+@pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """Empty rate-limit counters for each test (tests register at the same site ids within a minute)."""
     from django.core.cache import caches

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core import authentication
 from core.audit import Actor
 from core.models import ApiToken, AuditLog
 from core.services import token_create
@@ -181,6 +182,40 @@ def test_last_used_at_is_written_at_most_once_a_minute(make_token):
         assert api.get("/api/v1/sites").status_code == 200
     assert token_writes(third) == 1
     assert ApiToken.objects.get().last_used_at > moved
+
+
+def test_last_used_at_is_written_after_the_response_in_batches(make_token, monkeypatch):
+    """Outside tests a use is noted, and the uses of LAST_USED_FLUSH_SECONDS are written together, after
+    a response (or at exit): in one UPDATE per second of use, none in the request path."""
+    monkeypatch.setattr(authentication, "LAST_USED_FLUSH_SECONDS", 3600)
+    plaintexts = [make_token(["read"]) for _ in range(3)]
+    waiting = ApiToken.objects.exclude(token_hash=authentication.hash_token(plaintexts[0]))
+    # The first response after a quiet period writes at once (the last write is more than a period old).
+    with CaptureQueriesContext(connection) as first:
+        assert bearer(plaintexts[0]).get("/api/v1/sites").status_code == 200
+    assert token_writes(first) == 1
+    # Within the period, uses wait: no request writes.
+    with CaptureQueriesContext(connection) as later:
+        for plaintext in plaintexts[1:]:
+            assert bearer(plaintext).get("/api/v1/sites").status_code == 200
+    assert token_writes(later) == 0
+    assert waiting.filter(last_used_at__isnull=True).count() == 2
+
+    with CaptureQueriesContext(connection) as flushed:
+        assert authentication.token_uses_flush(force=True) == 2
+    seconds = set(waiting.values_list("last_used_at", flat=True))
+    assert None not in seconds and all(at.microsecond == 0 for at in seconds)  # recorded to the second
+    assert token_writes(flushed) == len(seconds)  # one statement (two if the uses straddled a second)
+
+
+def test_a_late_write_never_moves_last_used_at_backwards(make_token):
+    bearer(make_token(["read"])).get("/api/v1/sites")
+    token = ApiToken.objects.get()
+    later = timezone.now() + timedelta(minutes=5)
+    ApiToken.objects.update(last_used_at=later)  # another process wrote a later use meanwhile
+    authentication._uses.note(token.pk, later - timedelta(minutes=1))
+    authentication.token_uses_flush(force=True)
+    assert ApiToken.objects.get().last_used_at == later
 
 
 # --- the Authorization header ---------------------------------------------------------------------

@@ -220,8 +220,8 @@ def test_follower_past_timeout_is_never_chosen_and_leader_is_revoked(make_site, 
 
     # The next heartbeat of a live instance makes it leader.
     result = heartbeat(b)
-    assert result.instance.is_leader is True
-    assert result.site.leader_term == 3
+    assert result.is_leader is True
+    assert result.leader_term == 3
     assert leader_of(site) == b
     assert leader_audit(site)[-1].details["reason"] == "no_previous_leader"
 
@@ -554,7 +554,7 @@ def test_config_changed_follows_the_reported_version(make_site, register):
 
     site_update(actor=TEST_ACTOR, site_id=site, values={"collection_interval": 60000}, partial=True)
     result = heartbeat(a, config_version=1)
-    assert result.site.config_version == 2
+    assert result.config_version == 2
     assert result.config_changed is True  # behind the site's
     assert heartbeat(a, config_version=1).config_changed is True  # still behind: still true
     assert heartbeat(a, config_version=2).config_changed is False  # caught up
@@ -569,7 +569,7 @@ def test_config_changed_without_a_reported_version_is_told_once(make_site, regis
     site_update(actor=TEST_ACTOR, site_id=site, values={"discovery_enabled": False}, partial=True)
     # Never reported a version; was given 1 at register; the site is at 2.
     first = heartbeat(a)
-    assert (first.config_changed, first.site.config_version) == (True, 2)
+    assert (first.config_changed, first.config_version) == (True, 2)
     assert heartbeat(a).config_changed is False  # that answer gave it 2
     site_update(actor=TEST_ACTOR, site_id=site, values={"collection_interval": 60000}, partial=True)
     assert heartbeat(a).config_changed is True

@@ -429,7 +429,11 @@ def test_thirty_seconds_of_chaos_never_two_leaders_and_never_leaderless_for_long
     assert not chaos.errors, "\n".join(chaos.errors)
     assert not chaos.violations, "\n".join(chaos.violations[:20])
     assert passes >= 10  # the loop really ran (about every CHECK_PAUSE + pass time)
-    assert chaos.steps["heartbeat"] > 100 and chaos.steps["deregister"] > 3 and chaos.steps["stop"] > 3
+    # The chaos really ran: about 11 heartbeats a second are expected (the workers' pauses set the pace), so
+    # at least 100 in 30 s; a fixed 100 failed now and then in the 10 s SQLite rerun (seed 3266324129: 100).
+    heartbeats_floor = 100 * CHAOS_SECONDS / 30
+    assert chaos.steps["heartbeat"] > heartbeats_floor and chaos.steps["deregister"] > 3
+    assert chaos.steps["stop"] > 3
 
     # Fencing: every answer's (isLeader, leaderTerm) agrees with the audit trail of leadership changes.
     for site in SITES:
