@@ -28,6 +28,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
 from core.admission import IN_FLIGHT, NEVER_SHED, ShedLog, overloaded_body, retry_after
+from core.metrics import process_exists
 
 # After the first READ_TIMEOUT, a request must keep arriving at this rate: a 10 MB body gets 160 s more.
 REQUEST_MIN_BYTES_PER_SECOND = 64 * 1024
@@ -99,7 +100,7 @@ class WorkerOccupancy:
         with self._lock:
             for slot in range(self.SLOTS):
                 owner = self._pids[slot]
-                if owner == 0 or not _process_exists(owner):
+                if owner == 0 or not process_exists(owner):
                     self._pids[slot], self._busy[slot] = pid, 0
                     return slot
         return -1
@@ -117,19 +118,9 @@ class WorkerOccupancy:
             other != slot
             and (pid := self._pids[other])
             and self._busy[other] < threads
-            and _process_exists(pid)
+            and process_exists(pid)
             for other in range(self.SLOTS)
         )
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 OCCUPANCY = WorkerOccupancy()

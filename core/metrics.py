@@ -101,7 +101,7 @@ def mark_dead_processes(directory: str | None = None, alive=None) -> list[int]:
     directory = directory or multiprocess_dir()
     if not directory:
         return []
-    alive = alive or _process_exists
+    alive = alive or process_exists
     dead = set()
     for path in Path(directory).glob("gauge_live*_*.db"):
         match = _LIVE_GAUGE_FILE.match(path.name)
@@ -112,7 +112,7 @@ def mark_dead_processes(directory: str | None = None, alive=None) -> list[int]:
     return sorted(dead)
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

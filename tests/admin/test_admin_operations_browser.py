@@ -12,12 +12,8 @@ caches and each test's flush renumbers.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,9 +35,9 @@ from instances.services import instance_enroll, instance_heartbeat
 from inventory.services import inventory_add_devices
 from sites.models import Site
 from sites.services import site_create
-from tests.admin.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, TIMEOUT_MS, require_browser
+from tests.admin.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, TIMEOUT_MS
+from tests.admin.test_dashboard_browser import server as server  # the module's daphne (a fixture)
 from tests.conftest import TEST_ACTOR
-from tests.e2e.servers import ROOT, serve
 from tests.inventory.test_inventory_api import device
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,23 +99,6 @@ class BrowserThread:
     def close(self) -> None:
         self._jobs.put(None)
         self._thread.join(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup):
-    """One daphne for the module (no beat: nothing moves leaders behind the tests' back), with the
-    static files collected into its own VAR_DIR, as `make run` does."""
-    require_browser()
-    with tempfile.TemporaryDirectory(prefix="admin-browser-") as var_dir:
-        env = {"VAR_DIR": var_dir}
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-        )
-        with serve(env=env, args=["--no-beat"]) as (base_url, _process):
-            yield base_url
 
 
 @pytest.fixture(scope="module")
