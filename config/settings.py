@@ -347,6 +347,14 @@ SPECTACULAR_SETTINGS = {
 # Channels: Redis when REDIS_URL is set, otherwise one process with an in-memory layer.
 CHANNEL_LAYER_BLOCKING_POP_SECONDS = 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
 CHANNEL_LAYER_SOCKET_TIMEOUT = 3 * CHANNEL_LAYER_BLOCKING_POP_SECONDS
+# Messages waiting in Redis for one server process (channels-redis keeps ONE queue per process for all its
+# sockets, and its default of 100 counts against that queue): a burst of events to more sites than that,
+# faster than the process reads them (the relay's backlog after an outage, a change to many sites), was
+# dropped with an INFO line (found by bench/scaling.py: 400 sites, 1,200 events, 65 % lost). A message is
+# about 1 KB and expires after 60 s, so a dead process's queue holds at most this many KB for a minute.
+CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 10_000)
+if CHANNEL_LAYER_CAPACITY < 100:
+    raise ImproperlyConfigured("CHANNEL_LAYER_CAPACITY must be 100 or more")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -358,6 +366,7 @@ if REDIS_URL:
                 # outlast the blocking pop (it still catches a dead connection).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "promsnmp"),
+                "capacity": CHANNEL_LAYER_CAPACITY,
             },
         }
     }
