@@ -383,6 +383,21 @@ EVENT_REPLAY_SECONDS = env_int("EVENT_REPLAY_SECONDS", 900)
 if EVENT_RELAY_INTERVAL_SECONDS < 0 or EVENT_REPLAY_SECONDS < 1:
     raise ImproperlyConfigured("EVENT_RELAY_INTERVAL_MS must be >= 0 and EVENT_REPLAY_SECONDS >= 1")
 
+# Backups (fleet/backup.py): `manage.py backup_fleet` writes to BACKUP_URL (a directory, file:///path or
+# s3://bucket/prefix) unless --to is given; BACKUP_CRON (five or six cron fields, UTC; empty: off) makes it
+# a beat entry (sync_schedules); BACKUP_RETENTION archives are kept at the destination (0: all). S3 through
+# django-storages: AWS_S3_ENDPOINT_URL for S3-compatible stores (MinIO, Ceph), credentials from boto3's
+# usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a web identity, an instance role).
+BACKUP_URL = os.environ.get("BACKUP_URL", "")
+BACKUP_CRON = os.environ.get("BACKUP_CRON", "").strip()
+BACKUP_RETENTION = env_int("BACKUP_RETENTION", 7)
+if BACKUP_RETENTION < 0:
+    raise ImproperlyConfigured("BACKUP_RETENTION must be 0 (keep every archive) or more")
+if BACKUP_CRON and not BACKUP_URL:
+    raise ImproperlyConfigured("BACKUP_CRON is set but BACKUP_URL is not: where should the backups go?")
+AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL", "")
+AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME") or os.environ.get("AWS_DEFAULT_REGION", "")
+
 # Celery: Redis broker in production; eager in-process in the embedded default.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED

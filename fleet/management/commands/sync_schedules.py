@@ -1,9 +1,12 @@
 from collections.abc import Callable
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django_celery_beat.models import PeriodicTask
 
+from core.cron import CronError
 from discovery.schedules import RUNS_SWEEP_TASK_NAME, discovery_schedules_sync, runs_sweep_schedule_sync
+from fleet.backup import BACKUP_TASK_NAME, backup_schedule_sync
 from instances.schedules import LEADER_CHECK_TASK_NAME, leader_check_schedule_sync
 
 
@@ -25,7 +28,8 @@ class Command(BaseCommand):
     help = (
         "Create or repair the django-celery-beat entries: the leader health check, the discovery runs "
         "sweep, every site's discovery schedule and every seed's own schedule; removes discovery entries "
-        "whose site or seed is gone. Idempotent. Prints one line per fixed entry (marked created or "
+        "whose site or seed is gone; and the scheduled backup (BACKUP_CRON; none when it is empty). "
+        "Idempotent. Prints one line per fixed entry (marked created or "
         "repaired when it was written) and a summary of the discovery schedules."
     )
 
@@ -35,10 +39,16 @@ class Command(BaseCommand):
             _ensure(RUNS_SWEEP_TASK_NAME, runs_sweep_schedule_sync),
         ]
         summary = discovery_schedules_sync()
+        try:
+            backup_scheduled = backup_schedule_sync()
+        except CronError as exc:
+            raise CommandError(f"BACKUP_CRON {settings.BACKUP_CRON!r}: {exc}") from exc
         if options["verbosity"] < 1:
             return
         for task, change in fixed:
             self.stdout.write(f"{task.name}: every {task.interval.every} s{change}")
+        if backup_scheduled:
+            self.stdout.write(f"{BACKUP_TASK_NAME}: {settings.BACKUP_CRON} (UTC) to {settings.BACKUP_URL}")
         if summary["sites"] or summary["removed"]:  # a fresh install prints only the lines above
             self.stdout.write(
                 f"discovery schedules: {summary['sites']} site entries ({summary['sitesEnabled']} enabled), "
