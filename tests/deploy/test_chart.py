@@ -45,11 +45,13 @@ SECRET_ENV = ("SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL"
 CHART_ONLY_ENV = {"POD_IP"}
 # Env names the chart (or a value set, through extraEnv) sets for a reader other than config/settings.py.
 READ_ELSEWHERE = {
-    "BACKUP_URL": "the backup CronJob's command line (--to)",
-    "BACKUP_RETENTION": "manage.py backup_fleet",
+    # The backup (issue 13 §1: its settings; the CronJob also passes BACKUP_URL as --to).
+    "BACKUP_URL": "backup_fleet",
+    "BACKUP_RETENTION": "backup_fleet",
+    "AWS_S3_ENDPOINT_URL": "django-storages",
+    "AWS_S3_REGION_NAME": "django-storages",
     "AWS_ACCESS_KEY_ID": "boto3",
     "AWS_SECRET_ACCESS_KEY": "boto3",
-    "AWS_S3_ENDPOINT_URL": "django-storages",
     "PGSSLROOTCERT": "libpq (psycopg)",
 }
 ALERT_RULES = CHART / "files" / "alerts.yaml"

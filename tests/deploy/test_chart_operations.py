@@ -425,12 +425,18 @@ def test_backup_cronjob_runs_backup_fleet_on_the_schedule_with_keys_from_the_cha
     assert job["spec"]["concurrencyPolicy"] == "Forbid"  # never two archives being written at once
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
+    # backup_fleet builds the archive in the temporary directory: more room than the other pods' /tmp.
+    tmp = {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]["sizeLimit"]
+    assert tmp == "2Gi" and deployment(docs, "api")["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {
+        "sizeLimit": "64Mi"
+    }
     cont = backup_container(docs)
     assert cont["command"] == ["/bin/sh", "-ec", 'exec python manage.py backup_fleet --to "$BACKUP_URL"']
     env = env_map(cont)
     assert env["BACKUP_URL"]["value"] == v["url"]
     assert env["BACKUP_RETENTION"]["value"] == str(v["retention"])
     assert env["AWS_S3_ENDPOINT_URL"]["value"] == v["s3"]["endpointUrl"]
+    assert env["AWS_S3_REGION_NAME"]["value"] == v["s3"]["region"]
     secret = one(docs, "Secret", f"{FULLNAME}-backup")
     for name, key in (("AWS_ACCESS_KEY_ID", "accessKeyId"), ("AWS_SECRET_ACCESS_KEY", "secretAccessKey")):
         ref = env[name]["valueFrom"]["secretKeyRef"]
@@ -454,7 +460,7 @@ def test_backup_keys_and_endpoint_from_an_existing_secret():
             "name": s3["existingSecret"],
             "key": s3["existingSecretKeys"][key],
         }
-    assert env["BACKUP_RETENTION"]["value"] == "14"  # the default
+    assert env["BACKUP_RETENTION"]["value"] == "7"  # the default, as the settings' own
     assert not find(docs, "Secret")
 
 
@@ -465,7 +471,7 @@ def test_backup_without_keys_leaves_the_credentials_to_boto3():
     )
     assert cronjob(docs, "backup")["spec"]["schedule"] == "15 2 * * 0"
     env = env_map(backup_container(docs))
-    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_ENDPOINT_URL"} & set(env)
+    assert not {name for name in env if name.startswith("AWS_")}
     assert not find(docs, "Secret", f"{FULLNAME}-backup")
     assert "timeZone" not in cronjob(docs, "backup")["spec"]
 
@@ -479,6 +485,7 @@ def test_backup_without_keys_leaves_the_credentials_to_boto3():
             "backup.s3.accessKeyId and backup.s3.secretAccessKey go together",
         ),
         (("backup.enabled=true", "backup.url=ftp://b/p"), "backup.url"),
+        (("backup.enabled=true", "backup.url=s3://b/p", "backup.retention=-1"), "backup.retention"),
     ],
 )
 def test_a_backup_that_cannot_run_stops_the_render(sets, message):

@@ -324,7 +324,7 @@ priorityClassName: {{ . }}
 volumes:
   - name: tmp
     emptyDir:
-      sizeLimit: {{ $v.tmpSizeLimit }}
+      sizeLimit: {{ .c.tmpSizeLimit | default $v.tmpSizeLimit }}
   {{- with $v.extraVolumes }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
