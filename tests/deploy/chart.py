@@ -76,12 +76,28 @@ def deployment(docs: list[dict], component: str) -> dict:
 
 
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
-    """name → pod spec of every Deployment and Job."""
-    return {
+    """name → pod spec of every process of the manager: the Deployments, the migrate Job and the backup
+    CronJob (not the `helm test` Pod: helm_test_pods)."""
+    specs = {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]
         for d in docs
         if d["kind"] in ("Deployment", "Job")
     }
+    specs |= {
+        d["metadata"]["name"]: d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] == "CronJob"
+    }
+    return specs
+
+
+def helm_test_pods(docs: list[dict]) -> dict[str, dict]:
+    """name → spec of the `helm test` Pods."""
+    return {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Pod"}
+
+
+def cronjob(docs: list[dict], component: str) -> dict:
+    return one(docs, "CronJob", f"{FULLNAME}-{component}")
 
 
 def container(docs: list[dict], component: str) -> dict:

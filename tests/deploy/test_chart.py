@@ -29,6 +29,7 @@ from tests.deploy.chart import (
     env_map,
     find,
     helm,
+    helm_test_pods,
     is_hook,
     one,
     pod_specs,
@@ -42,6 +43,17 @@ KUBERNETES_VERSION = "1.30"
 SECRET_ENV = ("SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL")
 # Env names the chart sets that are not settings: the Downward API's pod IP, used inside ALLOWED_HOSTS.
 CHART_ONLY_ENV = {"POD_IP"}
+# Env names the chart (or a value set, through extraEnv) sets for a reader other than config/settings.py.
+READ_ELSEWHERE = {
+    # The backup (issue 13 §1: its settings; the CronJob also passes BACKUP_URL as --to).
+    "BACKUP_URL": "backup_fleet",
+    "BACKUP_RETENTION": "backup_fleet",
+    "AWS_S3_ENDPOINT_URL": "django-storages",
+    "AWS_S3_REGION_NAME": "django-storages",
+    "AWS_ACCESS_KEY_ID": "boto3",
+    "AWS_SECRET_ACCESS_KEY": "boto3",
+    "PGSSLROOTCERT": "libpq (psycopg)",
+}
 ALERT_RULES = CHART / "files" / "alerts.yaml"
 # Custom resources: no schema in kubernetes-validate; checked by the tests below instead.
 CUSTOM_RESOURCES = {
@@ -56,7 +68,7 @@ def test_helm_is_helm_3():
 
 
 def test_value_sets_exist():
-    assert {"minimal", "existing-secret", "ingress", "monitoring"} <= set(VALUE_SETS)
+    assert {"minimal", "existing-secret", "ingress", "monitoring", "production"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -99,6 +111,7 @@ def test_default_install_renders_the_production_shape():
             ("Service", "-ws"),
             ("PodDisruptionBudget", "-api"),
             ("PodDisruptionBudget", "-ws"),
+            ("Pod", "-test-connection"),  # a `helm test` hook: only `helm test` creates it
         ]
     )
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
@@ -287,7 +300,9 @@ def test_probes_use_the_health_endpoints_of_the_serving_process(component):
     cont = container(render("minimal"), component)
     assert cont["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert cont["livenessProbe"]["httpGet"]["path"] == "/health/live"
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Starting is the process coming up, not the database: a slow database must not restart it.
+    assert cont["startupProbe"]["httpGet"]["path"] == "/health/live"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         port = container_port(cont, cont[probe]["httpGet"]["port"])
         assert port == listening_port(component, cont)
 
@@ -327,8 +342,12 @@ def test_allowed_hosts_take_the_pod_ip_for_probes_and_scrapes(value_set):
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem(value_set):
-    specs = pod_specs(render(value_set))
-    assert len(specs) == 5  # four Deployments and the migrate Job
+    docs = render(value_set)
+    specs = pod_specs(docs) | helm_test_pods(docs)
+    expected = {"api", "ws", "worker", "beat", "migrate", "test-connection"}
+    if values(value_set).get("backup", {}).get("enabled"):
+        expected.add("backup")
+    assert {name.removeprefix(f"{FULLNAME}-") for name in specs} == expected
     for name, spec in specs.items():
         pod_ctx = spec["securityContext"]
         assert pod_ctx["runAsNonRoot"] is True and pod_ctx["runAsUser"] != 0, name
@@ -357,6 +376,8 @@ def secret_values(value_set: str) -> list[str]:
     """The secret values a value set gives, and the passwords inside its URLs."""
     v = values(value_set)
     found = [v.get("secretKey", ""), v.get("fieldEncryptionKeys", "")]
+    s3 = v.get("backup", {}).get("s3", {})
+    found += [s3.get("accessKeyId", ""), s3.get("secretAccessKey", "")]
     found += [key.split(":", 1)[1] for key in v.get("fieldEncryptionKeys", "").split(",") if ":" in key]
     for service in ("database", "redis"):
         url = v.get(service, {}).get("url", "")
@@ -448,7 +469,8 @@ def test_every_env_name_the_chart_sets_is_read_by_the_settings():
     source = (ROOT / "config" / "settings.py").read_text()
     names = chart_env_names()
     assert {"PUBLIC_URL", "NUM_PROXIES", "HEARTBEAT_INTERVAL_SECONDS", "FAILOVER_GRACE_SECONDS"} <= names
-    unknown = sorted(name for name in names if f'"{name}"' not in source)
+    assert set(READ_ELSEWHERE) <= names  # each is set by some value set: none of them is stale
+    unknown = sorted(name for name in names - set(READ_ELSEWHERE) if f'"{name}"' not in source)
     assert not unknown, f"not read by config/settings.py: {unknown}"
 
 
@@ -552,19 +574,27 @@ def test_network_policies_open_only_the_http_ports():
     docs = render("monitoring")
     policies = {p["metadata"]["name"].removeprefix(f"{FULLNAME}-"): p for p in find(docs, "NetworkPolicy")}
     assert set(policies) == {"api", "ws", "worker", "beat", "migrate"}
+    (test_pod,) = find(docs, "Pod")
     for component, policy in policies.items():
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress", "Egress"]
         if component in ("api", "ws"):
             (rule,) = spec["ingress"]
             assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-            assert len(rule["from"]) == 2
+            # The two namespaces of ingressFrom, and the `helm test` Pod.
+            assert len(rule["from"]) == 3
+            peer = rule["from"][2]["podSelector"]["matchLabels"]
+            assert peer.items() <= test_pod["metadata"]["labels"].items()
         else:
             assert spec["ingress"] == []
         dns = spec["egress"][0]["ports"]
         assert {p["port"] for p in dns} == {53}
         assert any(p.get("port") == 5432 for rule in spec["egress"] for p in rule.get("ports", []))
     assert not find(render("minimal"), "NetworkPolicy")
+    with_backup = render("monitoring", "backup.enabled=true", "backup.url=s3://bucket/manager")
+    backup = one(with_backup, "NetworkPolicy", f"{FULLNAME}-backup")["spec"]
+    assert backup["ingress"] == [] and backup["egress"][1:] == values("monitoring")["networkPolicy"]["egress"]
+    assert backup["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "backup"
 
 
 # --- metadata ---
@@ -586,6 +616,9 @@ def test_app_version_is_the_projects_version():
 def test_standard_labels_everywhere(value_set):
     for doc in render(value_set):
         labels = doc["metadata"]["labels"]
+        if doc["kind"] == "CronJob":
+            pod_labels = doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+            assert pod_labels["app.kubernetes.io/component"] == labels["app.kubernetes.io/component"]
         for key in ("name", "instance", "version", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, f"{doc['kind']} {doc['metadata']['name']}: {key}"
         if doc["kind"] == "Deployment":

@@ -82,6 +82,33 @@ app.kubernetes.io/part-of: promsnmp-manager
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) -}}
 {{- fail "ingress.hosts needs at least one host when ingress.enabled is true." -}}
 {{- end -}}
+{{- range $component := list "api" "ws" -}}
+{{- $a := (index $.Values $component).autoscaling -}}
+{{- if $a.enabled -}}
+{{- if not (or $a.targetCPUUtilizationPercentage $a.targetMemoryUtilizationPercentage) -}}
+{{- fail (printf "%s.autoscaling needs a target: targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage." $component) -}}
+{{- end -}}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
+{{- fail (printf "%s.autoscaling.minReplicas (%v) is larger than maxReplicas (%v)." $component $a.minReplicas $a.maxReplicas) -}}
+{{- end -}}
+{{- $requests := (index $.Values $component).resources.requests | default dict -}}
+{{- if and $a.targetCPUUtilizationPercentage (not $requests.cpu) -}}
+{{- fail (printf "%s.autoscaling.targetCPUUtilizationPercentage is a share of %s.resources.requests.cpu: set that request." $component $component) -}}
+{{- end -}}
+{{- if and $a.targetMemoryUtilizationPercentage (not $requests.memory) -}}
+{{- fail (printf "%s.autoscaling.targetMemoryUtilizationPercentage is a share of %s.resources.requests.memory: set that request." $component $component) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $b := .Values.backup -}}
+{{- if $b.enabled -}}
+{{- if not $b.url -}}
+{{- fail "backup.url is required when backup.enabled is true: s3://bucket/prefix, or a directory mounted with backup.extraVolumes." -}}
+{{- end -}}
+{{- if and (not $b.s3.existingSecret) (ne (empty $b.s3.accessKeyId) (empty $b.s3.secretAccessKey)) -}}
+{{- fail "backup.s3.accessKeyId and backup.s3.secretAccessKey go together: set both, or backup.s3.existingSecret, or neither (boto3's own credentials, e.g. an IAM role)." -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The public URL: config.publicUrl, else the first ingress host (https when TLS names it). */}}
@@ -179,8 +206,9 @@ REDIS_URL: {{ .Values.redis.url | b64enc | quote }}
 {{- end -}}
 
 {{/*
-The containers' env and envFrom. Call with (dict "ctx" $ "suffix" "" "extra" list): suffix "-migrate"
-names the hook copies of the ConfigMap and Secret that the migrate Job reads.
+The containers' env and envFrom. Call with (dict "ctx" $ "c" $componentValues "suffix" "" "extra" list):
+suffix "-migrate" names the hook copies of the ConfigMap and Secret that the migrate Job reads; "extra"
+comes before the global extraEnv, the component's extraEnv last (a later entry of a name wins).
 */}}
 {{- define "promsnmp-manager.env" -}}
 {{- $ctx := .ctx -}}
@@ -222,53 +250,113 @@ env:
   {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+  {{- with .c.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 envFrom:
   - configMapRef:
       name: {{ printf "%s%s" (include "promsnmp-manager.fullname" $ctx) .suffix }}
   {{- with $v.extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+  {{- with .c.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
-{{/* Pod-level settings shared by every component. Call with the root context. */}}
-{{- define "promsnmp-manager.podSpecCommon" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
-securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- with .Values.nodeSelector }}
+{{/*
+Where a component's pods go. Call with (dict "ctx" $ "component" "api" "c" $componentValues).
+nodeSelector: the component's merged over the global one; tolerations: both; affinity: the component's,
+else the global one, plus the anti-affinity preset (api, ws, worker: soft by default) unless that affinity
+has a podAntiAffinity of its own; topologySpreadConstraints: the component's, else the global ones, each
+without a labelSelector given the component's pod labels.
+*/}}
+{{- define "promsnmp-manager.scheduling" -}}
+{{- $v := .ctx.Values -}}
+{{- $c := .c -}}
+{{- $selector := include "promsnmp-manager.selectorLabels" (dict "ctx" .ctx "component" .component) | fromYaml -}}
+{{- $nodeSelector := merge (dict) (deepCopy ($c.nodeSelector | default dict)) (deepCopy $v.nodeSelector) -}}
+{{- with $nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with concat $v.tolerations ($c.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- $affinity := deepCopy (default $v.affinity $c.affinity) -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" $selector) -}}
+{{- if not $affinity.podAntiAffinity -}}
+{{- if eq ($c.podAntiAffinityPreset | default "") "soft" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- else if eq ($c.podAntiAffinityPreset | default "") "hard" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- end -}}
+{{- end -}}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- $spread := list -}}
+{{- range (default $v.topologySpreadConstraints $c.topologySpreadConstraints) -}}
+{{- $spread = append $spread (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" $selector))) -}}
+{{- end -}}
+{{- with $spread }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by every component. Call with (dict "ctx" $ "component" "api" "c" $componentValues). */}}
+{{- define "promsnmp-manager.podSpecCommon" -}}
+{{- $v := .ctx.Values -}}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- include "promsnmp-manager.scheduling" . }}
 volumes:
   - name: tmp
     emptyDir:
-      sizeLimit: {{ .Values.tmpSizeLimit }}
+      sizeLimit: {{ .c.tmpSizeLimit | default $v.tmpSizeLimit }}
+  {{- with $v.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with .c.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
-{{/* Container settings shared by every component. Call with the root context. */}}
+{{/* Container settings shared by every component. Call with (dict "ctx" $ "c" $componentValues). */}}
 {{- define "promsnmp-manager.containerCommon" -}}
-image: {{ include "promsnmp-manager.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- $v := .ctx.Values -}}
+image: {{ include "promsnmp-manager.image" .ctx }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
 securityContext:
-  {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- toYaml $v.securityContext | nindent 2 }}
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- with $v.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with .c.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The pod labels of a component that is no Deployment (the migrate Job, the backup CronJob). */}}
+{{- define "promsnmp-manager.jobPodLabels" -}}
+{{- include "promsnmp-manager.selectorLabels" . }}
+{{- with .ctx.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod template metadata: labels and the checksums that roll the pods when settings change. */}}
@@ -285,4 +373,13 @@ annotations:
   {{- with $ctx.Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end -}}
+
+{{/* NOTES: a component's replicas, or its autoscaling range. Call with the component's values. */}}
+{{- define "promsnmp-manager.replicasNote" -}}
+{{- if .autoscaling.enabled -}}
+{{- printf "%v–%v replicas, autoscaled" .autoscaling.minReplicas .autoscaling.maxReplicas -}}
+{{- else -}}
+{{- printf "%v replicas" .replicas -}}
+{{- end -}}
 {{- end -}}
