@@ -15,7 +15,7 @@ on CLOCK_MONOTONIC (system-wide on Linux, so comparable between processes) as so
 loop reads the frame; a busy client process makes them later, never earlier.
 
 Creates its own PostgreSQL database (promsnmp_fanout_<pid>) and uses its own channel-layer prefix on
-Redis (db 10 by default); drops the database at the end, also on failure or Ctrl-C. Only 127.0.0.1 is
+Redis (db 10 by default); drops the database and deletes its keys at the end, also on failure or Ctrl-C. Only 127.0.0.1 is
 ever contacted.
 """
 
@@ -39,6 +39,7 @@ from common import (
     ROOT,
     CpuMeter,
     database_url,
+    delete_redis_keys,
     end_on_sigterm,
     machine,
     machine_line,
@@ -128,12 +129,13 @@ async def _clients(urls: list[str], pipe) -> None:
 
 
 def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
+    prefix = f"bench-fanout-{os.getpid()}"
     os.environ.update(
         {
             **settings_environment(var_dir),
             "DATABASE_URL": database_url(database),
             "REDIS_URL": args.redis_url,
-            "CHANNEL_LAYER_PREFIX": f"bench-fanout-{os.getpid()}",
+            "CHANNEL_LAYER_PREFIX": prefix,
             # The instances register once and then only hold their sockets: nothing must judge them
             # gone during the run (no beat runs here anyway; this keeps their status honest too).
             "HEARTBEAT_TIMEOUT_SECONDS": "86400",
@@ -170,6 +172,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
     log_dir = Path(args.log_dir) if args.log_dir else var_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        stack.callback(delete_redis_keys, args.redis_url, prefix)  # the channel layer's groups
         specs = [("serve", log_dir / f"daphne-{name}.log") for name in ("a", "b")]
         server_processes: list = []  # their CPU is measured over the rounds
         bases = stack.enter_context(servers(specs, dict(os.environ), server_processes))
