@@ -15,8 +15,8 @@ on CLOCK_MONOTONIC (system-wide on Linux, so comparable between processes) as so
 loop reads the frame; a busy client process makes them later, never earlier.
 
 Creates its own PostgreSQL database (promsnmp_fanout_<pid>) and uses its own channel-layer prefix on
-Redis (db 10 by default); drops the database and deletes its keys at the end, also on failure or Ctrl-C. Only 127.0.0.1 is
-ever contacted.
+Redis (db 10 by default); drops the database and deletes its keys at the end, also on failure or Ctrl-C.
+Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
