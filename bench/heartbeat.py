@@ -3,6 +3,7 @@
     .venv/bin/python bench/heartbeat.py --server run-prod      # the production shape (make run-prod)
     .venv/bin/python bench/heartbeat.py --server serve         # the embedded default (make run: SQLite)
     .venv/bin/python bench/heartbeat.py --server serve --db postgres   # the same server on PostgreSQL
+    .venv/bin/python bench/heartbeat.py --server gunicorn      # run-prod's REST server alone (bench/quick.py)
     .venv/bin/python bench/heartbeat.py --rates 100,333 --seconds 5    # a quick check
     .venv/bin/python bench/heartbeat.py --instances 10000 --sites 100  # more instances (up to 100,000)
 
@@ -27,7 +28,10 @@ Servers (bench/common.py): `serve` is `manage.py serve` as `make run` starts it 
 daphne, beat in a thread, SQLite in a directory of the run's own unless `--db postgres`); `run-prod` is
 `manage.py run_prod` as `make run-prod` starts it (gunicorn with config.gunicorn.ThreadWorker, daphne, a
 Celery worker and beat) on PostgreSQL and Redis (`--redis-url`, db 10 by default; the run's keys have a
-prefix of their own, and its Celery queue a name of its own, deleted at the end).
+prefix of their own, and its Celery queue a name of its own, deleted at the end); `gunicorn` is run-prod's
+REST server alone (the same options and settings, Redis included), which is what answers heartbeats: it
+starts in a second or two where run_prod takes about ten (migrate, collectstatic and four processes), so
+bench/quick.py uses it.
 
 Setup is in-process and fast (bulk inserts: 100,000 instances take seconds), not through register:
 instances with their own tokens, then one leader per site elected by instances/election.py's health
@@ -40,117 +44,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import secrets
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
-import psycopg
-from common import PG, ROOT, database_url, end_on_sigterm, machine, own_database, server, write_report
+from common import (
+    ROOT,
+    CpuMeter,
+    capacity_per_s,
+    database_url,
+    delete_redis_keys,
+    end_on_sigterm,
+    load_average,
+    machine,
+    machine_line,
+    own_database,
+    rate_step_summary,
+    server,
+    settings_environment,
+    write_report,
+)
 
 CAPACITY_P99_S = 0.25  # "R heartbeats/s at p99 < 250 ms" (issue 12)
 CAPACITY_SHARE = 0.95  # of the offered rate, answered 200, for a step to count
 KEEPALIVE_REUSE_S = 1.5  # gunicorn closes a connection idle for 2 s (--keep-alive): not reused after this
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest sample with at least `fraction` of them at or below it."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(fraction * len(ordered) - 1e-9))
-    return ordered[rank - 1]
-
-
-# --- CPU, from /proc ---------------------------------------------------------------------------------
-
-
-def _ticks(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of stat)
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = {root}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-class CpuMeter:
-    """CPU time of the server's process tree and of the database's backends between start() and stop()."""
-
-    def __init__(self, root_pid: int, database: str | None):
-        self.root_pid, self.database = root_pid, database
-
-    def _backends(self) -> set[int]:
-        if self.database is None:
-            return set()
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [self.database],
-            ).fetchall()
-        return {pid for (pid,) in rows}
-
-    def _sample(self) -> dict:
-        server = {pid: _ticks(pid) for pid in _descendants(self.root_pid)}
-        database = {pid: _ticks(pid) for pid in self._backends()}
-        return {"server": server, "database": database, "machine": _machine_ticks(), "at": time.monotonic()}
-
-    def start(self) -> None:
-        self.before = self._sample()
-        self.client_before = time.process_time()  # this process: the load client
-
-    def stop(self) -> dict:
-        after = self._sample()
-        seconds = after["at"] - self.before["at"]
-
-        def used(kind: str) -> float:
-            # A process that appeared meanwhile counts from 0 (a new pooled backend, a restarted worker).
-            ticks = sum(
-                (now or 0) - (self.before[kind].get(pid) or 0) for pid, now in after[kind].items() if now
-            )
-            return ticks / CLK_TCK
-
-        client = time.process_time() - self.client_before
-        busy = after["machine"][0] - self.before["machine"][0]
-        total = after["machine"][1] - self.before["machine"][1]
-        return {
-            "seconds": round(seconds, 2),
-            "server_cpu_s": round(used("server"), 2),
-            "database_cpu_s": round(used("database"), 2),
-            "client_cpu_s": round(client, 2),
-            "machine_busy_share": round(busy / total, 3) if total else None,
-        }
 
 
 # --- the client: asyncio, HTTP/1.1, keep-alive ---------------------------------------------------------
@@ -287,30 +210,17 @@ async def drive(
 
 
 def summarise(rate: float, results: list[tuple[str, float, float, float]], cpu: dict) -> dict:
-    statuses = Counter(outcome for outcome, *_ in results)
-    ok = [latency for outcome, latency, *_ in results if outcome == "200"]
-    elapsed = max(done for *_, done in results)
-    row = {
-        "offered_per_s": rate,
-        "requests": len(results),
-        "statuses": dict(sorted(statuses.items())),
-        "elapsed_s": round(elapsed, 2),
-        "ok_per_s": round(len(ok) / elapsed, 1),
-        "ok_p50_ms": round(percentile(ok, 0.50) * 1000, 1) if ok else None,
-        "ok_p95_ms": round(percentile(ok, 0.95) * 1000, 1) if ok else None,
-        "ok_p99_ms": round(percentile(ok, 0.99) * 1000, 1) if ok else None,
-        "client_lag_p99_ms": round(percentile([lag for _, _, lag, _ in results], 0.99) * 1000, 1),
-        **cpu,
-    }
-    answered = len(ok) or 1
+    """The step's figures (common.rate_step_summary), its CPU, and whether it counts for capacity."""
+    row = {**rate_step_summary(rate, results), **cpu}
+    answered = row["statuses"].get("200") or 1
     row["server_cpu_ms_per_heartbeat"] = round(1000 * cpu["server_cpu_s"] / answered, 2)
     row["database_cpu_ms_per_heartbeat"] = round(1000 * cpu["database_cpu_s"] / answered, 2)
     row["client_cpu_ms_per_heartbeat"] = round(1000 * cpu["client_cpu_s"] / answered, 2)
     row["server_cores"] = round(cpu["server_cpu_s"] / cpu["seconds"], 2)
     row["database_cores"] = round(cpu["database_cpu_s"] / cpu["seconds"], 2)
     row["meets"] = bool(
-        ok
-        and set(statuses) == {"200"}
+        row["ok_p99_ms"] is not None
+        and set(row["statuses"]) == {"200"}
         and row["ok_p99_ms"] < CAPACITY_P99_S * 1000
         and row["ok_per_s"] >= CAPACITY_SHARE * rate
     )
@@ -377,12 +287,7 @@ def populate(instances: int, sites: int) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace, database: str | None, var_dir: Path) -> tuple[dict, dict]:
     prefix = f"bench-hb-{os.getpid()}"
     settings_env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "FIELD_ENCRYPTION_KEYS": "b1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        "VAR_DIR": str(var_dir),
-        "DEBUG": "0",
-        "LOG_LEVEL": "WARNING",
+        **settings_environment(var_dir),
         "RATE_LIMIT_PER_TOKEN": "100000000/min",
         "RATE_LIMIT_REGISTER_PER_SITE": "100000000/min",
     }
@@ -408,7 +313,7 @@ def run(args: argparse.Namespace, database: str | None, var_dir: Path) -> tuple[
         connection.close()
 
     env = dict(os.environ)
-    if args.server == "run-prod":
+    if args.server != "serve":  # run-prod, and gunicorn with the production shape's settings
         env.update(
             {
                 "REDIS_URL": args.redis_url,
@@ -418,7 +323,7 @@ def run(args: argparse.Namespace, database: str | None, var_dir: Path) -> tuple[
             }
         )
     processes: list = []
-    kind = "run-prod" if args.server == "run-prod" else "embedded"
+    kind = "embedded" if args.server == "serve" else args.server
     rows = []
     try:
         with server(kind, env, var_dir / f"{args.server}.log", processes) as base:
@@ -429,22 +334,20 @@ def run(args: argparse.Namespace, database: str | None, var_dir: Path) -> tuple[
                 heartbeat_request(host, instance_id, token, keep_alive, n)
                 for n, (instance_id, token) in enumerate(pairs)
             ]
-            meter = CpuMeter(processes[0].pid, database)
+            meter = CpuMeter([processes[0].pid], database)
             rows = asyncio.run(steps(args, host, port, requests, meter))
     finally:
-        if args.server == "run-prod":
+        if args.server != "serve":
             delete_redis_keys(args.redis_url, prefix)
-    results = {
-        "rates": rows,
-        "capacity_per_s": max((row["offered_per_s"] for row in rows if row["meets"]), default=None),
-    }
+    results = {"rates": rows, "capacity_per_s": capacity_per_s(rows)}
     return results, {"setup_s": setup_s}
 
 
 async def steps(args, host: str, port: int, requests: list[bytes], meter: CpuMeter) -> list[dict]:
     client = Client("127.0.0.1", port, keep_alive=not args.new_connections, max_connections=args.connections)
-    # A warm-up at the first rate (every instance once, 5 s at most): connections open, processes warm.
-    warm_s = min(len(requests) / args.rates[0], 5.0)
+    # A warm-up at the first rate (every instance once, `--warm-up` s at most): connections open,
+    # processes warm.
+    warm_s = min(len(requests) / args.rates[0], args.warm_up)
     await drive(client, requests, rate=args.rates[0], seconds=warm_s, timeout=30)
     rows = []
     for rate in args.rates:
@@ -466,29 +369,25 @@ async def steps(args, host: str, port: int, requests: list[bytes], meter: CpuMet
     return rows
 
 
-def delete_redis_keys(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = [*client.scan_iter(f"{prefix}*"), *client.scan_iter(f"*{prefix}*")]
-        if keys:
-            client.delete(*set(keys))
-    finally:
-        client.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--server", choices=("serve", "run-prod"), default="run-prod")
+    parser.add_argument(
+        "--server",
+        choices=("serve", "run-prod", "gunicorn"),
+        default="run-prod",
+        help="run-prod (the production shape), serve (the embedded default), or gunicorn: run-prod's REST "
+        "server alone, which answers the heartbeats (with its settings: PostgreSQL, Redis), starting in "
+        "seconds for quick runs",
+    )
     parser.add_argument(
         "--db", choices=("sqlite", "postgres"), help="serve only: sqlite (the default's) or postgres"
     )
     parser.add_argument("--rates", default="100,200,333,400,500", help="offered heartbeats/s, in turn")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds at each rate (10)")
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between rates (3)")
+    parser.add_argument("--warm-up", type=float, default=5.0, help="seconds of warm-up at most (5)")
     parser.add_argument("--instances", type=int, default=500, help="instances (500; at most 100,000)")
     parser.add_argument("--sites", type=int, default=20, help="sites the instances are spread over (20)")
     parser.add_argument("--timeout", type=float, default=5.0, help="client timeout, seconds (5)")
@@ -502,21 +401,21 @@ def main() -> int:
     args.rates = [float(r) for r in args.rates.split(",")]
     if not 1 <= args.instances <= 100_000 or not 1 <= args.sites <= args.instances:
         parser.error("--instances must be 1 to 100,000, --sites 1 to --instances")
-    if args.server == "run-prod" and args.db == "sqlite":
-        parser.error("run-prod runs on PostgreSQL")
+    if args.server != "serve" and args.db == "sqlite":
+        parser.error(f"{args.server} runs on PostgreSQL")
     args.db = args.db or ("sqlite" if args.server == "serve" else "postgres")
 
     end_on_sigterm()
     started_at = dt.datetime.now(dt.UTC)
     info = machine()
-    info["load_average_before"] = os.getloadavg()
+    info["load_average_before"] = load_average()
     with tempfile.TemporaryDirectory(prefix="promsnmp-heartbeat-") as tmp:
         if args.db == "postgres":
             with own_database("promsnmp_heartbeat") as database:
                 results, extra = run(args, database, Path(tmp))
         else:
             results, extra = run(args, None, Path(tmp))
-    info["load_average_after"] = os.getloadavg()
+    info["load_average_after"] = load_average()
     suffix = f"-{args.server}" + ("-postgres" if args.server == "serve" and args.db == "postgres" else "")
     out = write_report(
         benchmark="heartbeat",
@@ -529,10 +428,7 @@ def main() -> int:
         out=args.out,
     )
     load = f"{info['load_average_before'][0]:.1f} → {info['load_average_after'][0]:.1f}"
-    print(
-        f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB, PostgreSQL "
-        f"{info['postgresql']}, load average {load}"
-    )
+    print(f"\n{machine_line(info)}, load average {load}")
     print(f"{args.server} on {args.db}, {args.instances} instances in {args.sites} sites")
     columns = ("offered/s", "200/s", "p50", "p95", "p99", "errors", "srv ms/hb", "db ms/hb", "cli ms/hb")
     columns += ("srv cores", "busy")

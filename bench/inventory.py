@@ -24,14 +24,12 @@ database is dropped at the end, also on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import datetime as dt
 import gc
 import ipaddress
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -44,8 +42,11 @@ from common import (
     database_url,
     end_on_sigterm,
     machine,
+    machine_line,
     own_database,
     server,
+    settings_environment,
+    shown,
     summary,
     write_report,
 )
@@ -91,17 +92,7 @@ def wire_devices(count: int, *, prefix: str, first_address: str) -> list[dict]:
 
 
 def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": database_url(database),
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "FIELD_ENCRYPTION_KEYS": "b1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            "VAR_DIR": str(var_dir),
-            "DEBUG": "0",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update({**settings_environment(var_dir), "DATABASE_URL": database_url(database)})
     os.environ.pop("REDIS_URL", None)  # the embedded default: in-memory channel layer, eager Celery
     sys.path.insert(0, str(ROOT))
     import django
@@ -428,12 +419,9 @@ def main() -> int:
         suffix="" if args.server == "serve" else f"-{args.server}",
         out=args.out,
     )
-    print(
-        f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB, PostgreSQL {info['postgresql']}"
-        f" (autovacuum {info['postgresql_autovacuum']}); server: {args.server}\n"
-    )
+    print(f"\n{machine_line(info)} (autovacuum {info['postgresql_autovacuum']}); server: {args.server}\n")
     print(table(results, args))
-    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    print(f"\nresults: {shown(out)}")
     return 0
 
 

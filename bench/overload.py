@@ -20,31 +20,33 @@ contacted.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import itertools
-import math
 import os
-import secrets
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import requests
-from common import ROOT, database_url, end_on_sigterm, machine, own_database, server, write_report
+from common import (
+    ROOT,
+    capacity_per_s,
+    database_url,
+    end_on_sigterm,
+    machine,
+    machine_line,
+    own_database,
+    percentile,
+    rate_step_summary,
+    server,
+    settings_environment,
+    write_report,
+)
 
 SITE = "bench-overload"
 CAPACITY_P99_S = 0.25  # "serves N heartbeats/s at p99 < 250 ms" (issue 8)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest sample with at least `fraction` of them at or below it."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(fraction * len(ordered) - 1e-9))
-    return ordered[rank - 1]
 
 
 def drive(
@@ -93,37 +95,25 @@ def drive(
 
 
 def summarise(rate: float, results: list[tuple[str, float, float, float]]) -> dict:
-    """The 200s per second are over the run's real length (until the last answer): a client that fell
-    behind (lag) stretched it beyond `--seconds`."""
-    statuses = Counter(outcome for outcome, *_ in results)
-    ok = [latency for outcome, latency, *_ in results if outcome == "200"]
+    """The step's figures (common.rate_step_summary) and the p99 of every answer (a 503 is an answer) and
+    of everything (a timeout counts as the client's timeout)."""
+    row = rate_step_summary(rate, results)
     answers = [latency for outcome, latency, *_ in results if outcome.isdigit()]
-    everything = [latency for _, latency, *_ in results]
-    elapsed = max(done for *_, done in results)
-    return {
-        "offered_per_s": rate,
-        "requests": len(results),
-        "statuses": dict(sorted(statuses.items())),
-        "elapsed_s": round(elapsed, 1),
-        "ok_per_s": round(len(ok) / elapsed, 1),
-        "ok_p50_ms": round(percentile(ok, 0.5) * 1000, 1) if ok else None,
-        "ok_p99_ms": round(percentile(ok, 0.99) * 1000, 1) if ok else None,
-        "answers_p99_ms": round(percentile(answers, 0.99) * 1000, 1) if answers else None,
-        "all_p99_ms": round(percentile(everything, 0.99) * 1000, 1),
-        "client_lag_p99_ms": round(percentile([lag for _, _, lag, _ in results], 0.99) * 1000, 1),
-    }
+    row["answers_p99_ms"] = round(percentile(answers, 0.99) * 1000, 1) if answers else None
+    row["all_p99_ms"] = round(percentile([latency for _, latency, *_ in results], 0.99) * 1000, 1)
+    row["meets"] = bool(
+        row["ok_p99_ms"] is not None
+        and row["ok_p99_ms"] < CAPACITY_P99_S * 1000
+        and set(row["statuses"]) == {"200"}
+    )
+    return row
 
 
 def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
     os.environ.update(
         {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
+            **settings_environment(var_dir),
             "DATABASE_URL": database_url(database),
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "FIELD_ENCRYPTION_KEYS": "b1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            "VAR_DIR": str(var_dir),
-            "DEBUG": "0",
-            "LOG_LEVEL": "WARNING",
             "RATE_LIMIT_PER_TOKEN": "100000000/min",
             "RATE_LIMIT_REGISTER_PER_SITE": "100000000/min",
         }
@@ -178,16 +168,7 @@ def run(args: argparse.Namespace, database: str, var_dir: Path) -> dict:
             results[f"limit_{limit}"] = {
                 "max_requests_in_flight": limit,
                 "rates": rows,
-                "capacity_per_s": max(
-                    (
-                        r["offered_per_s"]
-                        for r in rows
-                        if r["ok_p99_ms"] is not None
-                        and r["ok_p99_ms"] < CAPACITY_P99_S * 1000
-                        and set(r["statuses"]) == {"200"}
-                    ),
-                    default=None,
-                ),
+                "capacity_per_s": capacity_per_s(rows),
             }
     return results
 
@@ -229,9 +210,7 @@ def main() -> int:
         suffix="" if args.server == "serve" else f"-{args.server}",
         out=args.out,
     )
-    print(
-        f"\nmachine: {info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB, PostgreSQL {info['postgresql']}"
-    )
+    print(f"\n{machine_line(info)}")
     columns = ("limit", "offered/s", "200/s", "503", "lost", "p50 200", "p99 200", "p99 all")
     print(" ".join(f"{name:>{width}}" for name, width in zip(columns, (6, 9, 7, 6, 5, 8, 8, 8), strict=True)))
     for key, result in results.items():
