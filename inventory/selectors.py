@@ -229,16 +229,22 @@ def _json_parts(head: dict, lists: dict[str, Iterator[dict] | list]) -> Iterator
     yield "}"
 
 
-def removed_device_ids_since(site: Site, since: int) -> list[str]:
-    """The ids of the devices removed after version `since`, oldest change first (changes?since=N)."""
-    removed: list[str] = []
-    for ids in (
+def removed_device_ids_since(site: Site, since: int) -> list[str] | None:
+    """The ids of the devices removed after version `since`, oldest change first (changes?since=N); None
+    when the change log cannot answer: `since` is ahead of the site, or older than the log reaches
+    (versioning.changes_floor). Both in one query: the log holds every version from its oldest to the
+    current one (a row per change set, pruned from the oldest), so it reaches `since` when it holds
+    since+1."""
+    if since > site.inventory_version:
+        return None
+    rows = list(
         InventoryChange.objects.filter(site=site, version__gt=since)
         .order_by("version")
-        .values_list("removed_ids", flat=True)
-    ):
-        removed.extend(ids)
-    return removed
+        .values_list("version", "removed_ids")
+    )
+    if since < site.inventory_version and (not rows or rows[0][0] != since + 1):
+        return None
+    return [device_id for _, ids in rows for device_id in ids]
 
 
 # --- discovery seeds (the seed endpoints and GET inventory alike) -----------------------------------
