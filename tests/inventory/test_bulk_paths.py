@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core.crypto import decrypt_json
 from core.timefmt import iso_z
-from inventory import bulk, selectors
+from inventory import bulk, selectors, services
 from inventory.models import Agent, Device
 from sites.models import Site
 from snmp.credentials import masked
@@ -280,3 +280,9 @@ def test_the_streamed_document_is_the_document(head, count):
     expected = {**head, "devices": items, "removedDeviceIds": ["a", "b"], "discoverySeeds": []}
     assert b"".join(pieces) == json.dumps(expected, separators=(",", ":")).encode()
     assert all(len(piece) >= selectors.PIECE for piece in pieces[:-1])
+
+
+def test_the_written_rows_name_every_column():
+    # COPY fills in nothing (no defaults, no auto_now): a new field must be added to the rows too.
+    for model, fields in ((Device, services._DEVICE_FIELDS), (Agent, services._AGENT_FIELDS)):
+        assert sorted(fields) == sorted(field.attname for field in model._meta.concrete_fields)
