@@ -42,7 +42,7 @@ from core.permissions import (
     require_site_access,
 )
 from core.timefmt import iso_z
-from inventory import idempotency, jobs, selectors, services, versioning
+from inventory import idempotency, jobs, selectors, services
 from inventory.parsing import MAX_AGENTS, MODES
 from inventory.promsnmp import FORMATS, devices_from_promsnmp, promsnmp_path, stream_promsnmp_document
 from inventory.seeds_api import SeedIn, SeedOut
@@ -887,14 +887,14 @@ class InventoryChangesView(ApiView):
         include_credentials = credentials_allowed(request)
         since = _int_param(request, "since", required=True)
         current = site.inventory_version
-        if since > current or since < versioning.changes_floor(site):
+        removed = selectors.removed_device_ids_since(site, since)
+        if removed is None:
             raise ApiError(
                 status.HTTP_410_GONE,
                 "gone",
                 f"Changes since version {since} are not available (current {current}); "
                 "fetch the full inventory.",
             )
-        removed = selectors.removed_device_ids_since(site, since)
         if include_credentials:
             selectors.require_decryptable(site)
         head = {"fromVersion": since, "version": current}

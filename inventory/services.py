@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from django.db import transaction
@@ -16,6 +17,7 @@ from core.hooks import Provider
 from core.ids import new_id
 from instances.election import leads
 from inventory import versioning
+from inventory.bulk import analyze_after_commit, insert_rows
 from inventory.models import Agent, Device
 from inventory.parsing import MODES, DeviceInput, parse_device
 from inventory.promsnmp import FORMATS, convert_promsnmp, promsnmp_path
@@ -150,18 +152,77 @@ def _plan(site_id: str, devices: list[DeviceInput], mode: str) -> Plan:
     return plan
 
 
-def _agent_rows(device_id: str, device: DeviceInput, reuse: dict[tuple[str, str, int], str]) -> list[Agent]:
+# The columns of the rows a change set writes, in the order _device_row and _agent_rows build them.
+_DEVICE_FIELDS = (
+    "id",
+    "site_id",
+    "identity",
+    "sys_name",
+    "sys_descr",
+    "sys_contact",
+    "sys_location",
+    "sys_object_id",
+    "interfaces",
+    "metadata",
+    "discovered_at",
+    "last_seen",
+    "discovered_by",
+    "fingerprint",
+    "changed_version",
+    "updated_at",
+)
+_AGENT_FIELDS = (
+    "id",
+    "device_id",
+    "address",
+    "port",
+    "version",
+    "config",
+    "credentials",
+    "credential_keys",
+    "is_primary",
+    "created_at",
+)
+
+
+def _device_row(
+    device_id: str, site_id: str, device: DeviceInput, version: int, discovered_by: str, now: datetime
+) -> tuple:
+    return (
+        device_id,
+        site_id,
+        device.identity,
+        device.sys_name,
+        device.sys_descr,
+        device.sys_contact,
+        device.sys_location,
+        device.sys_object_id,
+        device.interfaces,
+        device.metadata,
+        device.discovered_at or now,
+        now,
+        discovered_by,
+        device.fingerprint,
+        version,
+        now,
+    )
+
+
+def _agent_rows(
+    device_id: str, device: DeviceInput, reuse: dict[tuple[str, str, int], str], now: datetime
+) -> list[tuple]:
     return [
-        Agent(
-            id=reuse.get((device_id, agent.address, agent.port)) or new_id("agt"),
-            device_id=device_id,
-            address=agent.address,
-            port=agent.port,
-            version=agent.version,
-            config=agent.config,
-            credentials=encrypt_json(agent.secrets),
-            credential_keys=sorted(agent.secrets),
-            is_primary=agent.is_primary,
+        (
+            reuse.get((device_id, agent.address, agent.port)) or new_id("agt"),
+            device_id,
+            agent.address,
+            agent.port,
+            agent.version,
+            agent.config,
+            encrypt_json(agent.secrets),
+            sorted(agent.secrets),
+            agent.is_primary,
+            now,
         )
         for agent in device.agents
     ]
@@ -181,45 +242,52 @@ def _device_fields(device: DeviceInput) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Written:
+    """What _write did: the ids, and how the site's device and agent rows changed in number (the
+    counters move by these, exactly: every change set holds the site lock)."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    devices_delta: int = 0
+    agents_delta: int = 0
+
+
+def _deleted(counts: tuple[int, dict[str, int]], model: type[Agent | Device]) -> int:
+    return counts[1].get(model._meta.label, 0)
+
+
 def _write(
     site_id: str, plan: Plan, version: int, discovered_by: str, progress: Progress | None = None
-) -> tuple[list[str], list[str]]:
+) -> Written:
     """Apply a plan's adds, updates and removes, _BATCH devices at a time (reporting WRITING progress
-    after each); returns (added ids, updated ids)."""
+    after each). New rows go in by COPY on PostgreSQL when there are many (inventory.bulk)."""
     now = timezone.now()
     total, done = len(plan.add) + len(plan.update) + len(plan.remove), 0
+    written = Written()
 
-    def written(count: int) -> None:
+    def progressed(count: int) -> None:
         nonlocal done
         done += count
         if progress is not None:
             progress(WRITING, done, total)
 
-    added_ids: list[str] = []
     for start in range(0, len(plan.add), _BATCH):
         chunk = plan.add[start : start + _BATCH]
-        new_devices: list[Device] = []
-        agents: list[Agent] = []
+        device_rows: list[tuple] = []
+        agent_rows: list[tuple] = []
         for device in chunk:
             device_id = new_id("dev")
-            added_ids.append(device_id)
-            new_devices.append(
-                Device(
-                    id=device_id,
-                    site_id=site_id,
-                    discovered_at=device.discovered_at or now,
-                    last_seen=now,
-                    discovered_by=discovered_by,
-                    changed_version=version,
-                    **_device_fields(device),
-                )
-            )
-            agents.extend(_agent_rows(device_id, device, {}))
-        Device.objects.bulk_create(new_devices, batch_size=_BATCH)
-        Agent.objects.bulk_create(agents, batch_size=_BATCH)
-        written(len(chunk))
+            written.added.append(device_id)
+            device_rows.append(_device_row(device_id, site_id, device, version, discovered_by, now))
+            agent_rows.extend(_agent_rows(device_id, device, {}, now))
+        insert_rows(Device, _DEVICE_FIELDS, device_rows)
+        insert_rows(Agent, _AGENT_FIELDS, agent_rows)
+        written.devices_delta += len(device_rows)
+        written.agents_delta += len(agent_rows)
+        progressed(len(chunk))
 
-    updated_ids = [device_id for device_id, _ in plan.update]
+    written.updated = [device_id for device_id, _ in plan.update]
     if plan.update:
         fields = [*_device_fields(plan.update[0][1]), "last_seen", "changed_version", "updated_at"]
         if discovered_by:
@@ -234,26 +302,31 @@ def _write(
             ).values_list("id", "device_id", "address", "port")
         }
         rows = []
-        agents = []
+        agent_rows = []
         for device_id, device in chunk:
             row = Device(id=device_id, last_seen=now, changed_version=version, **_device_fields(device))
             if discovered_by:
                 row.discovered_by = discovered_by
             row.updated_at = now
             rows.append(row)
-            agents.extend(_agent_rows(device_id, device, reuse))
-        Agent.objects.filter(device_id__in=chunk_ids).delete()
-        Device.objects.bulk_update(rows, fields, batch_size=_BATCH)
-        Agent.objects.bulk_create(agents, batch_size=_BATCH)
-        written(len(chunk))
+            agent_rows.extend(_agent_rows(device_id, device, reuse, now))
+        written.agents_delta -= _deleted(Agent.objects.filter(device_id__in=chunk_ids).delete(), Agent)
+        if len(rows) == 1:  # one posted device, the common case: bulk_update's CASE costs 5 ms for it
+            Device.objects.filter(pk=rows[0].pk).update(**{name: getattr(rows[0], name) for name in fields})
+        else:
+            Device.objects.bulk_update(rows, fields, batch_size=_BATCH)
+        insert_rows(Agent, _AGENT_FIELDS, agent_rows)
+        written.agents_delta += len(agent_rows)
+        progressed(len(chunk))
 
     removed = list(plan.remove)
     for start in range(0, len(removed), _BATCH):
         chunk = removed[start : start + _BATCH]
-        Agent.objects.filter(device_id__in=chunk).delete()
-        Device.objects.filter(id__in=chunk).delete()
-        written(len(chunk))
-    return added_ids, updated_ids
+        written.agents_delta -= _deleted(Agent.objects.filter(device_id__in=chunk).delete(), Agent)
+        written.devices_delta -= _deleted(Device.objects.filter(id__in=chunk).delete(), Device)
+        progressed(len(chunk))
+    analyze_after_commit(total)
+    return written
 
 
 def _touch(device_ids: Iterable[str]) -> None:
@@ -366,7 +439,8 @@ def inventory_import(
                 plan=plan,
                 seed_plan=None if seeds is None else seeds_plan(site_id=site_id, seeds=seeds, mode=mode),
             )
-        added, updated = _write(site_id, plan, change.new_version, discovered_by="", progress=progress)
+        written = _write(site_id, plan, change.new_version, discovered_by="", progress=progress)
+        added, updated = written.added, written.updated
         seed_changes = {"added": [], "updated": [], "removed": []}
         if seeds is not None:
             seed_changes = seeds_sync(change=change, seeds=seeds, mode=mode)
@@ -390,6 +464,8 @@ def inventory_import(
             removed=removed,
             source=source,
             triggered_by=str(actor),
+            devices_delta=written.devices_delta,
+            agents_delta=written.agents_delta,
             details={"mode": mode, "seeds": {k: len(v) for k, v in seed_changes.items()}},
         )
     return ImportResult(
@@ -446,7 +522,8 @@ def inventory_add_devices(
             )
         valid = [device for device in inputs if device is not None]
         plan = _plan(site_id, valid, "addOnly" if add_only else "merge")
-        added, updated = _write(site_id, plan, change.new_version, discovered_by=instance_id)
+        written = _write(site_id, plan, change.new_version, discovered_by=instance_id)
+        added, updated = written.added, written.updated
         _touch(device_id for device_id, _ in plan.unchanged)
         if run is not None:
             run.record(added=len(added), updated=len(updated), unchanged=len(plan.unchanged))
@@ -461,6 +538,8 @@ def inventory_add_devices(
                 removed=[],
                 source=source,
                 triggered_by=instance_id or str(actor),
+                devices_delta=written.devices_delta,
+                agents_delta=written.agents_delta,
             )
     ids = {device.identity: device_id for device_id, device in zip(added, plan.add, strict=True)}
     statuses = {device.identity: "added" for device in plan.add}
@@ -497,7 +576,7 @@ def device_delete(*, actor: Actor, site_id: str, device_id: str) -> int:
         change = versioning.change_begin(site_id)
         if not Device.objects.filter(pk=device_id, site_id=site_id).exists():
             raise NotFoundError(f"No device {device_id!r} in site {site_id!r}.")
-        Agent.objects.filter(device_id=device_id).delete()
+        agents = _deleted(Agent.objects.filter(device_id=device_id).delete(), Agent)
         Device.objects.filter(pk=device_id).delete()
         return versioning.change_commit(
             change,
@@ -508,6 +587,8 @@ def device_delete(*, actor: Actor, site_id: str, device_id: str) -> int:
             removed=[device_id],
             source="api",
             triggered_by=str(actor),
+            devices_delta=-1,
+            agents_delta=-agents,
         )
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from core.audit import Actor, audit_record
 from core.events import publish, site_group
-from inventory.models import Agent, Device, InventoryChange
+from inventory.models import InventoryChange
 from sites.models import Site
 from sites.services import site_get_locked
 
@@ -58,9 +59,15 @@ def change_commit(
     removed: list[str],
     source: str,
     triggered_by: str,
+    devices_delta: int = 0,
+    agents_delta: int = 0,
     details: dict | None = None,
 ) -> int:
-    """Record the change set as version `change.new_version`: site row, log row, audit row, event."""
+    """Record the change set as version `change.new_version`: site row, log row, audit row, event.
+
+    The site's device and agent counters move by the change set's own deltas (rows inserted minus rows
+    deleted), not by COUNT(*)s of the site, which cost a one-device POST into a 100,000-device site
+    most of its 80 ms. Exact, since every change set holds the site's lock (change_begin)."""
     site = change.site
     version = change.new_version
     now = timezone.now()
@@ -80,8 +87,8 @@ def change_commit(
     Site.objects.filter(pk=site.pk).update(
         inventory_version=version,
         inventory_updated_at=now,
-        device_count=Device.objects.filter(site=site).count(),
-        agent_count=Agent.objects.filter(device__site=site).count(),
+        device_count=F("device_count") + devices_delta,
+        agent_count=F("agent_count") + agents_delta,
         seed_count=site.discovery_seeds.count(),
     )
     site.inventory_version = version

@@ -128,6 +128,25 @@ def test_410_when_since_is_newer_than_the_current_version(site, admin_api):
         assert body["detail"]
 
 
+def test_since_the_current_version_answers_nothing_new_even_with_an_empty_log(site, admin_api):
+    # A new site has a version and no log yet: only since=<that version> is answerable.
+    start = version_of()
+    body = changes(admin_api, start)
+    assert (body["fromVersion"], body["version"], body["devices"], body["removedDeviceIds"]) == (
+        start,
+        start,
+        [],
+        [],
+    )
+    assert start >= 1
+    err(admin_api.get(changes_path(), {"since": start - 1}), 410, "gone")
+    put_inventory(admin_api, [device("a", "127.0.0.1")])
+    current = version_of()
+    body = changes(admin_api, current)
+    assert (body["version"], body["devices"], body["removedDeviceIds"]) == (current, [], [])
+    assert [d["sysName"] for d in changes(admin_api, current - 1)["devices"]] == ["a"]
+
+
 @pytest.mark.parametrize("query", ["", "?since=", "?since=abc", "?since=-1", "?since=1.5", "?since=1e3"])
 def test_missing_or_garbage_since_is_400(site, admin_api, query):
     body = err(admin_api.get(changes_path() + query), 400, "validation_error")
