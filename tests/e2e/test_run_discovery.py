@@ -42,7 +42,9 @@ class Command:
     """`manage.py run_discovery …` on the test database, its output lines read as they come."""
 
     def __init__(self, *args: str):
+        # PYTHONFAULTHANDLER: a command that hangs is sent SIGABRT and prints where each thread stood.
         env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+        env["PYTHONFAULTHANDLER"] = "1"
         env.pop("REDIS_URL", None)  # the embedded default: its events go through the server's relay
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "run_discovery", *args],
@@ -74,9 +76,15 @@ class Command:
         """(exit code, stderr); every stdout line is in self.lines."""
         try:
             self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as hung:
+            self.process.send_signal(signal.SIGABRT)  # the faulthandler's tracebacks, on stderr
+            try:
+                self.process.wait(timeout=10)
+                stacks = self.process.stderr.read()  # stdout is the reader thread's
+            except subprocess.TimeoutExpired:
+                stacks = "(no tracebacks)"
             os.killpg(self.process.pid, signal.SIGKILL)
-            raise
+            raise AssertionError(f"{hung}; output {self.lines}; where it stood:\n{stacks}") from hung
         self._reader.join(timeout=10)  # stdout is read to its end by the reader alone
         while not self._queue.empty():
             self.lines.append(self._queue.get())
