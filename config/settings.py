@@ -183,6 +183,9 @@ if DATABASE_URL:
                 "max_size": env_int("DB_POOL_MAX_SIZE", 10),
                 "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10),
             }
+        # Statements run through core.db.prepared_cursor() (the heartbeat's) are prepared on a pooled
+        # connection at their fifth run there; Django's own cursors bind on the client and never are.
+        _db.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
         # Django then checks each pooled connection on checkout (psycopg_pool's check_connection): one
         # whose backend died (failover, pg_terminate_backend, an idle timeout) is replaced, instead of
         # failing the request that drew it.
