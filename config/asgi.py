@@ -1,13 +1,18 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Build the Django app before importing anything that touches models (routing, consumers).
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+from django.conf import settings  # noqa: E402
+
+from core.asgi import LaneASGIHandler  # noqa: E402
+
+# Each request's sync work in one of MAX_REQUESTS_RUNNING long-lived threads (core/asgi.py).
+django_asgi_app = LaneASGIHandler(threads=settings.MAX_REQUESTS_RUNNING)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from core.admission import AdmissionControl  # noqa: E402
 from core.events import remember_server_loop  # noqa: E402

@@ -46,6 +46,14 @@ def run(*, host: str, port: int, beat: bool, on_ready: Callable[[], None]) -> No
     finally:
         if embedded_beat is not None:
             embedded_beat.stop()
+        close_http_lanes()
+
+
+def close_http_lanes() -> None:
+    """The request threads' database connections, closed when daphne has stopped (core/asgi.py)."""
+    from config.asgi import django_asgi_app
+
+    django_asgi_app.close()
 
 
 def start_embedded_beat() -> EmbeddedService:

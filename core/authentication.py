@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import connection
@@ -18,6 +19,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from core.audit import Actor
+from core.db import model_from_row, prepared_cursor, select_columns
 from core.models import ApiToken, Scope
 
 logger = logging.getLogger("promsnmp.tokens")
@@ -99,15 +101,20 @@ def live_tokens():
     )
 
 
+@cache
+def _token_sql() -> str:
+    return f"SELECT {select_columns(ApiToken)} FROM api_tokens WHERE token_hash = %s"  # noqa: S608 (column names)
+
+
 def token_lookup(plaintext: str) -> ApiToken:
     """The live token for a plaintext, or AuthenticationFailed: one read, no write (the use is noted for
     token_uses_flush). Also used by the WebSocket."""
-    # A raw query: the same row as the ORM's filter().first() for a fraction of its CPU (no SQL to compile),
-    # and this runs on every request.
-    token = next(
-        iter(ApiToken.objects.raw("SELECT * FROM api_tokens WHERE token_hash = %s", [hash_token(plaintext)])),
-        None,
-    )
+    # A fixed SQL text: the same row as the ORM's filter().first() for a fraction of its CPU (no SQL to
+    # compile), prepared on PostgreSQL (core.db), since this runs on every request.
+    with prepared_cursor() as cursor:
+        cursor.execute(_token_sql(), [hash_token(plaintext)])
+        row = cursor.fetchone()
+    token = None if row is None else model_from_row(ApiToken, row)
     if token is None or token.revoked_at is not None:
         raise exceptions.AuthenticationFailed("Invalid or revoked token.")
     now = timezone.now()

@@ -31,7 +31,9 @@ class Instance(models.Model):
     reported_status = models.CharField(
         max_length=16, choices=ReportedStatus.choices, default=ReportedStatus.UNKNOWN
     )
-    last_heartbeat = models.DateTimeField(null=True, blank=True, db_index=True)
+    # No index: every heartbeat writes it, and without one the write is a HOT update (no index entry to add);
+    # the health check and the selectors filter it over a site's instances or over the leaders, not by it.
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
     uptime = models.PositiveBigIntegerField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     inventory_version = models.PositiveBigIntegerField(null=True, blank=True)

@@ -13,6 +13,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from core.audit import Actor, audit_record
 from core.authentication import live_tokens, token_lookup, token_principal, token_uses_flush
+from core.db import prepared_cursor
 from core.errors import NotFoundError
 from core.events import end_sessions, instance_group
 from core.hooks import Hook
@@ -170,7 +171,7 @@ def _heartbeat_write(instance_id: str, site_id: str | None, values: dict[str, An
         else Instance._meta.get_field(name).get_db_prep_value(values[name], connection)
         for name in fields
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # PostgreSQL plans it once per connection, not at every heartbeat
         cursor.execute(HEARTBEAT_SQL, [*params, instance_id, site_id])
         row = cursor.fetchone()
     if row is None:

@@ -98,3 +98,34 @@ def test_gunicorns_worker_timeout_is_a_setting_that_run_prod_passes(tmp_path, se
     result = run_check({"VAR_DIR": str(tmp_path), "GUNICORN_TIMEOUT": "0"})
     assert result.returncode != 0
     assert "GUNICORN_TIMEOUT must be at least 1" in result.stderr
+
+
+def test_sqlite_connections_are_kept_postgresqls_come_from_the_pool(tmp_path):
+    """daphne's requests run in a fixed set of threads (core/asgi.py): each keeps its SQLite connection.
+    PostgreSQL's are never persistent (daphne would keep one per thread): the pool hands them out."""
+    show = (
+        "from django.conf import settings; d = settings.DATABASES['default']; "
+        "print(d['CONN_MAX_AGE'], 'pool' in d['OPTIONS'])"
+    )
+    secrets = {"SECRET_KEY": "s" * 50, "FIELD_ENCRYPTION_KEYS": VALID_RING}
+    for database_url, expected in (
+        (None, "None False"),
+        (f"sqlite:///{tmp_path / 'other.sqlite3'}", "None False"),
+        ("postgres://postgres@127.0.0.1:5432/postgres", "0 True"),
+    ):
+        env = {
+            "VAR_DIR": str(tmp_path),
+            **secrets,
+            **({"DATABASE_URL": database_url} if database_url else {}),
+        }
+        base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG"}}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", show],
+            cwd=ROOT,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected, (database_url, result.stdout)
