@@ -91,7 +91,7 @@ def crontab_ids(keys: Iterable[CrontabKey]) -> dict[CrontabKey, int]:
     return {key: found[key] for key in keys}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the repair of every site holds one per site and seed
 class CronEntry:
     """What one crontab entry should be. Apps build it with one function per kind of entry, used by the
     service that writes one entry and by the repair that writes them all."""
@@ -235,17 +235,18 @@ def cron_entries_sync(wanted: Iterable[CronEntry], stored: QuerySet[PeriodicTask
         [*ENTRY_COLUMNS[2:], "last_run_at", "date_changed", "exchange", "routing_key", "queue", "headers"],
         batch_size=BATCH,
     )
-    created = []
-    for entry in by_name.values():
-        if entry.name not in seen:
+    created = 0
+    for entry_batch in _batches([entry for entry in by_name.values() if entry.name not in seen]):
+        rows = []  # built batch by batch: after a restore, that is every entry
+        for entry in entry_batch:
             row = PeriodicTask(name=entry.name)
             _entry_set(row, values_of(entry), entry.args)
             _as_saved(row, now)
-            created.append(row)
-    PeriodicTask.objects.bulk_create(created, batch_size=BATCH)
+            rows.append(row)
+        created += len(PeriodicTask.objects.bulk_create(rows))
     if rewritten or created:
         PeriodicTasks.update_changed()
-    return EntriesSynced(created=len(created), updated=len(rewritten), unwanted=unwanted)
+    return EntriesSynced(created=created, updated=len(rewritten), unwanted=unwanted)
 
 
 def _batches(items: list, size: int = BATCH) -> Iterable[list]:

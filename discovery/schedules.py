@@ -149,8 +149,13 @@ def discovery_schedules_sync() -> dict[str, int | bool]:
     queries that does not grow with the sites: everything is read at once, compared in Python, and
     only what differs is written (bulk)."""
     before = PeriodicTasks.last_change()
-    sites = list(Site.objects.order_by("pk").only("pk", "timezone", "discovery_cron", "discovery_enabled"))
-    timezones = {site.pk: site.timezone for site in sites}
+    wanted: list[CronEntry] = []
+    timezones: dict[str, str] = {}  # site id → zone, for the other apps' entries
+    sites_enabled = 0
+    for site in Site.objects.only("pk", "timezone", "discovery_cron", "discovery_enabled").iterator(5000):
+        wanted.append(site_entry(site))
+        timezones[site.pk] = site.timezone
+        sites_enabled += site.discovery_enabled
     # The seed's zone from the join, not from `sites`: a site created since that read has its seeds here.
     scheduled = (
         DiscoverySeed.objects.exclude(schedule="")
@@ -158,9 +163,12 @@ def discovery_schedules_sync() -> dict[str, int | bool]:
         .only("pk", "site_id", "name", "schedule", "enabled", "site__timezone")
         .order_by("pk")
     )
-    seed_entries = [seed_entry(seed, seed.site.timezone) for seed in scheduled.iterator(chunk_size=5000)]
+    seeds = 0
+    for seed in scheduled.iterator(chunk_size=5000):
+        wanted.append(seed_entry(seed, seed.site.timezone))
+        seeds += 1
     synced = cron_entries_sync(
-        [site_entry(site) for site in sites] + seed_entries,
+        wanted,
         PeriodicTask.objects.filter(
             Q(name__startswith=SITE_ENTRY_PREFIX) | Q(name__startswith=SEED_ENTRY_PREFIX)
         ),
@@ -168,9 +176,9 @@ def discovery_schedules_sync() -> dict[str, int | bool]:
     removed = periodic_tasks_delete(synced.unwanted.values())  # their site or seed is gone, or unscheduled
     sites_periodic_tasks_retime(timezones, excluded_prefixes=(SITE_ENTRY_PREFIX, SEED_ENTRY_PREFIX))
     return {
-        "sites": len(sites),
-        "sitesEnabled": sum(site.discovery_enabled for site in sites),
-        "seeds": len(seed_entries),
+        "sites": len(timezones),
+        "sitesEnabled": sites_enabled,
+        "seeds": seeds,
         "removed": removed,
         "changed": PeriodicTasks.last_change() != before,
     }
