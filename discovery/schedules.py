@@ -15,7 +15,8 @@ re-times every entry of the site (core.schedules' convention: the site id is the
 
 Kept in line by `on_seeds_written`, subscribed in DiscoveryConfig.ready() to inventory's `seeds_written`,
 which inventory calls inside the transaction of every seed write (it does not import discovery), and by
-sync_schedules.
+sync_schedules. What each entry must be is said once, by `site_entry` and `seed_entry`: the services
+and the repair of every site (`discovery_schedules_sync`, bulk) write the same rows from them.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+from django.db.models import Q
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from core.schedules import (
-    crontab_for,
+    CronEntry,
+    cron_entries_sync,
+    ensure_cron_entry,
     ensure_interval_task,
-    ensure_periodic_task,
+    periodic_tasks_delete,
     remove_periodic_task,
-    remove_periodic_tasks,
     retime_periodic_task,
     site_periodic_tasks,
+    sites_periodic_tasks_retime,
 )
 from inventory.models import DiscoverySeed
 from sites.models import Site
@@ -49,17 +53,23 @@ def site_entry_name(site_id: str) -> str:
     return f"{SITE_ENTRY_PREFIX}{site_id}"
 
 
-def site_schedule_sync(site: Site) -> PeriodicTask:
-    """Create or repair the site's entry (idempotent), and keep the site's other entries (seed
-    schedules) in the site's timezone."""
-    entry = ensure_periodic_task(
+def site_entry(site: Site) -> CronEntry:
+    """What the site's entry must be: the one rule for its writes and for sync_schedules."""
+    return CronEntry(
         name=site_entry_name(site.pk),
         task=SITE_TASK,
-        crontab=crontab_for(site.discovery_cron, site.timezone),
+        cron=site.discovery_cron,
+        timezone=site.timezone,
         args=[site.pk],
         enabled=site.discovery_enabled,
         description=f"Scheduled discovery of every seed of site {site.pk} (discoveryCron, {site.timezone}).",
     )
+
+
+def site_schedule_sync(site: Site) -> PeriodicTask:
+    """Create or repair the site's entry (idempotent), and keep the site's other entries (seed
+    schedules) in the site's timezone."""
+    entry = ensure_cron_entry(site_entry(site))
     for other in site_periodic_tasks(site.pk):
         if other.pk != entry.pk:
             retime_periodic_task(other, site.timezone)
@@ -83,31 +93,31 @@ def seed_entry_name(seed_id: str) -> str:
     return f"{SEED_ENTRY_PREFIX}{seed_id}"
 
 
+def seed_entry(seed: DiscoverySeed, timezone: str) -> CronEntry:
+    """What a scheduled seed's entry must be (its site in `timezone`): the one rule for the seed writes
+    and for sync_schedules."""
+    return CronEntry(
+        name=seed_entry_name(seed.pk),
+        task=SEED_TASK,
+        cron=seed.schedule,
+        timezone=timezone,
+        args=[seed.site_id, seed.pk],
+        enabled=seed.enabled,
+        description=f"Scheduled discovery of seed {seed.name!r} of site {seed.site_id} ({timezone}).",
+    )
+
+
 def seeds_schedule_sync(
     *, seeds: Iterable[DiscoverySeed], timezone: str, removed_ids: Iterable[str] = ()
 ) -> dict[str, int]:
     """Bring the entries of these seeds (all of one site, in `timezone`) in line, and remove the
-    entries of `removed_ids`. Idempotent; one delete query for all the seeds without a schedule, so
-    that a PUT inventory adding thousands of unscheduled seeds stays cheap. → {"ensured", "removed"}."""
-    crontabs: dict[str, CrontabSchedule] = {}
-    unscheduled = [seed_entry_name(seed_id) for seed_id in removed_ids]
-    ensured = 0
-    for seed in seeds:
-        if not seed.schedule:
-            unscheduled.append(seed_entry_name(seed.pk))
-            continue
-        if seed.schedule not in crontabs:
-            crontabs[seed.schedule] = crontab_for(seed.schedule, timezone)
-        ensure_periodic_task(
-            name=seed_entry_name(seed.pk),
-            task=SEED_TASK,
-            crontab=crontabs[seed.schedule],
-            args=[seed.site_id, seed.pk],
-            enabled=seed.enabled,
-            description=f"Scheduled discovery of seed {seed.name!r} of site {seed.site_id} ({timezone}).",
-        )
-        ensured += 1
-    return {"ensured": ensured, "removed": remove_periodic_tasks(unscheduled)}
+    entries of `removed_ids` and of the seeds without a schedule. Idempotent; a few queries however many
+    seeds, so that a PUT inventory of thousands of seeds stays cheap. → {"ensured", "removed"}."""
+    seeds = list(seeds)
+    wanted = [seed_entry(seed, timezone) for seed in seeds if seed.schedule]
+    names = [seed_entry_name(seed.pk) for seed in seeds] + [seed_entry_name(pk) for pk in removed_ids]
+    synced = cron_entries_sync(wanted, PeriodicTask.objects.filter(name__in=names))
+    return {"ensured": len(wanted), "removed": periodic_tasks_delete(synced.unwanted.values())}
 
 
 def on_seeds_written(*, site: Site, seeds: list[DiscoverySeed], removed_ids: list[str]) -> None:
@@ -133,28 +143,42 @@ def scheduled_run_allowed(site_id: str, seed_id: str | None = None) -> bool:
 @transaction.atomic
 def discovery_schedules_sync() -> dict[str, int | bool]:
     """Repair every discovery entry (sync_schedules): each site's, each scheduled seed's, and remove
-    "site-discovery:*" / "seed-discovery:*" entries whose site or seed is gone. Idempotent."""
+    "site-discovery:*" / "seed-discovery:*" entries whose site or seed is gone or has no schedule;
+    other apps' entries of a site follow its timezone, as `site_schedule_sync` has them. Idempotent, and
+    the same entries as the site and seed services write (`site_entry`, `seed_entry`), in a number of
+    queries that does not grow with the sites: everything is read at once, compared in Python, and
+    only what differs is written (bulk)."""
     before = PeriodicTasks.last_change()
-    sites = list(Site.objects.order_by("pk"))
-    wanted: set[str] = set()
-    seed_entries = removed = 0
-    for site in sites:
-        site_schedule_sync(site)
-        wanted.add(site_entry_name(site.pk))
-        seeds = list(DiscoverySeed.objects.filter(site=site).order_by("pk"))
-        counts = seeds_schedule_sync(seeds=seeds, timezone=site.timezone)
-        seed_entries += counts["ensured"]
-        removed += counts["removed"]  # entries of seeds that have no schedule
-        wanted.update(seed_entry_name(seed.pk) for seed in seeds if seed.schedule)
-    for prefix in (SITE_ENTRY_PREFIX, SEED_ENTRY_PREFIX):
-        for entry in PeriodicTask.objects.filter(name__startswith=prefix):
-            if entry.name not in wanted:
-                entry.delete()  # its site or seed is gone
-                removed += 1
+    wanted: list[CronEntry] = []
+    timezones: dict[str, str] = {}  # site id → zone, for the other apps' entries
+    sites_enabled = 0
+    for site in Site.objects.only("pk", "timezone", "discovery_cron", "discovery_enabled").iterator(5000):
+        wanted.append(site_entry(site))
+        timezones[site.pk] = site.timezone
+        sites_enabled += site.discovery_enabled
+    # The seed's zone from the join, not from `sites`: a site created since that read has its seeds here.
+    scheduled = (
+        DiscoverySeed.objects.exclude(schedule="")
+        .select_related("site")
+        .only("pk", "site_id", "name", "schedule", "enabled", "site__timezone")
+        .order_by("pk")
+    )
+    seeds = 0
+    for seed in scheduled.iterator(chunk_size=5000):
+        wanted.append(seed_entry(seed, seed.site.timezone))
+        seeds += 1
+    synced = cron_entries_sync(
+        wanted,
+        PeriodicTask.objects.filter(
+            Q(name__startswith=SITE_ENTRY_PREFIX) | Q(name__startswith=SEED_ENTRY_PREFIX)
+        ),
+    )
+    removed = periodic_tasks_delete(synced.unwanted.values())  # their site or seed is gone, or unscheduled
+    sites_periodic_tasks_retime(timezones, excluded_prefixes=(SITE_ENTRY_PREFIX, SEED_ENTRY_PREFIX))
     return {
-        "sites": len(sites),
-        "sitesEnabled": sum(site.discovery_enabled for site in sites),
-        "seeds": seed_entries,
+        "sites": len(timezones),
+        "sitesEnabled": sites_enabled,
+        "seeds": seeds,
         "removed": removed,
         "changed": PeriodicTasks.last_change() != before,
     }

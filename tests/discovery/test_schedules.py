@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -22,6 +23,7 @@ from core.errors import ConflictError
 from core.schedules import crontab_for
 from discovery import runs, tasks
 from discovery.models import DiscoveryRun
+from discovery.schedules import discovery_schedules_sync
 from inventory.models import DiscoverySeed
 from inventory.seeds import parse_seed, parse_seeds, seed_create, seed_delete, seed_update, seeds_sync
 from inventory.versioning import FULL_SYNC, change_begin, change_commit
@@ -597,6 +599,217 @@ def test_sync_schedules_at_verbosity_0_prints_nothing(populated):
     out = StringIO()
     call_command("sync_schedules", verbosity=0, stdout=out)
     assert out.getvalue() == ""
+
+
+# --- sync_schedules at many sites: a few queries, the same entries as the services ------------------
+
+
+def entry_rows() -> dict[str, tuple]:
+    """Every column of the discovery entries that a write sets, by name (not pk: a missing entry comes
+    back as a new row)."""
+    return {
+        row[0]: row[1:]
+        for row in PeriodicTask.objects.exclude(name__in=INTERVAL_ENTRIES).values_list(
+            "name",
+            "task",
+            "crontab_id",
+            "interval_id",
+            "solar_id",
+            "clocked_id",
+            "args",
+            "kwargs",
+            "enabled",
+            "one_off",
+            "description",
+            "expires",
+            "expire_seconds",
+            "start_time",
+            "last_run_at",
+            "queue",
+            "exchange",
+            "routing_key",
+            "headers",
+        )
+    }
+
+
+def add_sites(first: int, count: int) -> None:
+    """Sites through the service, as an operator makes them, each with a scheduled and an unscheduled
+    seed; every third site's discovery off, every other one in another zone."""
+    for n in range(first, first + count):
+        site_id = f"pop-{n:03d}"
+        site_create(
+            actor=TEST_ACTOR,
+            site_id=site_id,
+            values={
+                "label": site_id,
+                "timezone": ("America/Chicago", "Europe/London")[n % 2],
+                "discovery_enabled": n % 3 != 0,
+                "discovery_cron": ("0 0 2 * * *", "30 3 * * 1-5")[n % 2],
+            },
+        )
+        seed_create(actor=TEST_ACTOR, site_id=site_id, seed=seed_input(f"s{n}", "0 0 3 * * *", n % 4 != 0))
+        seed_create(actor=TEST_ACTOR, site_id=site_id, seed=seed_input(f"u{n}"))
+
+
+def repair_queries() -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        discovery_schedules_sync()
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def test_a_repair_that_finds_nothing_to_do_costs_the_same_queries_at_n_and_2n_sites():
+    add_sites(0, 4)
+    discovery_schedules_sync()
+    at_n = repair_queries()
+    add_sites(4, 4)
+    before = beat_state()
+    at_2n = repair_queries()
+    assert len(at_2n) == len(at_n), at_2n
+    assert len(at_n) <= 10, at_n  # a handful of reads, not a few per site
+    writes = [sql for sql in at_2n if sql.split()[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == []
+    assert beat_state() == before
+    assert len(assert_in_sync()) == 8 + 8  # each site's entry and its scheduled seed's
+
+
+def test_writing_every_entry_again_costs_the_same_queries_at_n_and_2n_sites():
+    """After a restore of the fleet without the beat tables, say: the missing entries made in bulk."""
+    discovery_entries = PeriodicTask.objects.exclude(name__in=INTERVAL_ENTRIES)
+    add_sites(0, 4)
+    wanted = entry_rows()
+    discovery_entries.delete()
+    at_n = repair_queries()
+    assert entry_rows() == wanted
+    add_sites(4, 4)
+    wanted = entry_rows()
+    discovery_entries.delete()
+    at_2n = repair_queries()
+    assert entry_rows() == wanted
+    assert len(at_2n) == len(at_n), at_2n
+
+
+def drift_crontab(entry: PeriodicTask) -> None:
+    entry.crontab = CrontabSchedule.objects.create(minute="*/5", timezone=str(entry.crontab.timezone))
+    entry.save()
+
+
+def drift_timezone(entry: PeriodicTask) -> None:
+    fields = {name: getattr(entry.crontab, name) for name in FIELDS}
+    entry.crontab = CrontabSchedule.objects.create(timezone="Asia/Tokyo", **fields)
+    entry.save()
+
+
+def drift_disabled(entry: PeriodicTask) -> None:
+    entry.enabled = not entry.enabled
+    entry.save()
+
+
+def drift_args_and_task(entry: PeriodicTask) -> None:
+    entry.args = '["elsewhere", "seed_x"]'
+    entry.task = "discovery.something_else"
+    entry.description = "tampered"
+    entry.save()
+
+
+def drift_interval(entry: PeriodicTask) -> None:
+    entry.crontab = None
+    entry.interval = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES)
+    entry.kwargs = '{"x": 1}'
+    entry.save()
+
+
+def drift_missing(entry: PeriodicTask) -> None:
+    entry.delete()
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [drift_crontab, drift_timezone, drift_disabled, drift_args_and_task, drift_interval, drift_missing],
+)
+@pytest.mark.parametrize("kind", ["site", "seed"])
+def test_the_repair_brings_back_what_the_services_wrote(populated, drift, kind):
+    """The services write entries one by one (site_entry / seed_entry → ensure_cron_entry, or the seeds'
+    bulk); the repair of every site must leave the very same rows, and tell beat."""
+    wanted = entry_rows()
+    name = f"site-discovery:{SITE}" if kind == "site" else f"seed-discovery:{populated['a'].pk}"
+    drift(PeriodicTask.objects.select_related("crontab").get(name=name))
+    assert entry_rows() != wanted
+    seen_by_beat = PeriodicTasks.last_change()  # what a running beat has read last
+
+    summary = discovery_schedules_sync()
+
+    assert entry_rows() == wanted
+    assert summary["changed"] is True
+    # DatabaseScheduler.schedule_changed() reloads when the marker is past what it read: bulk writes skip
+    # the signals that move it, the repair moves it itself.
+    assert PeriodicTasks.last_change() > seen_by_beat
+    after = beat_state()
+    assert discovery_schedules_sync()["changed"] is False
+    assert beat_state() == after
+
+
+def test_the_repair_removes_stale_entries_in_one_statement(populated):
+    wanted = entry_rows()
+    crontab = crontab_for("0 0 2 * * *", "UTC")
+    stale = {
+        "site-discovery:gone-site": ["gone-site"],
+        "seed-discovery:seed_gone": [SITE, "seed_gone"],
+        f"seed-discovery:{populated['c'].pk}": [OTHER, populated["c"].pk],  # a seed without a schedule
+    }
+    for name, args in stale.items():
+        PeriodicTask.objects.create(name=name, task=SEED_TASK, crontab=crontab, args=json.dumps(args))
+    seen_by_beat = PeriodicTasks.last_change()
+
+    with CaptureQueriesContext(connection) as captured:
+        summary = discovery_schedules_sync()
+
+    assert summary["removed"] == 3
+    assert entry_rows() == wanted
+    deletes = [query["sql"] for query in captured.captured_queries if query["sql"].startswith("DELETE")]
+    assert len(deletes) == 1, deletes
+    assert PeriodicTasks.last_change() > seen_by_beat
+
+
+def test_the_repair_picks_the_oldest_of_duplicate_crontabs_as_the_services_do(make_site):
+    older = CrontabSchedule.objects.create(minute="0", hour="2", timezone="America/Chicago")
+    make_site(SITE, timezone="America/Chicago")
+    entry = PeriodicTask.objects.get(name=f"site-discovery:{SITE}")
+    assert entry.crontab_id == older.pk
+    newer = CrontabSchedule.objects.create(minute="0", hour="2", timezone="America/Chicago")
+    entry.crontab = newer
+    entry.save()
+    discovery_schedules_sync()
+    entry.refresh_from_db()
+    assert entry.crontab_id == older.pk
+
+
+def test_another_apps_entry_of_a_site_follows_the_sites_timezone_in_the_repair(make_site):
+    """The convention of core.schedules: `<kind>:<id>` with the site first; site_schedule_sync re-times
+    them, and so does the repair of every site."""
+    make_site(SITE, timezone="America/Chicago")
+    other = PeriodicTask.objects.create(
+        name="report:weekly",
+        task="reports.weekly",
+        crontab=crontab_for("0 0 6 * * MON", "UTC"),
+        args=json.dumps([SITE, "weekly"]),
+    )
+    unrelated = PeriodicTask.objects.create(
+        name="report:global", task="reports.global", crontab=other.crontab, args='["not-a-site"]'
+    )
+    discovery_schedules_sync()
+    other.refresh_from_db()
+    unrelated.refresh_from_db()
+    assert (str(other.crontab.timezone), other.crontab.minute, other.crontab.hour) == (
+        "America/Chicago",
+        "0",
+        "6",
+    )
+    assert other.crontab.day_of_week == "1"
+    assert str(unrelated.crontab.timezone) == "UTC"
+    after = beat_state()
+    discovery_schedules_sync()
+    assert beat_state() == after
 
 
 # --- the scheduled tasks ----------------------------------------------------------------------------
