@@ -34,7 +34,7 @@ from core.services import token_create
 from instances.models import Instance
 from sites.services import site_create
 from tests.conftest import TEST_ACTOR
-from tests.e2e.servers import ROOT, EventSocket, serve, websocket_url
+from tests.e2e.servers import ROOT, EventSocket, free_port, serve, websocket_url
 from tests.e2e.test_run_prod import own_name, redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -190,14 +190,17 @@ def test_sigkilled_leader_is_replaced_when_its_grace_ends_with_the_default_setti
     tmp_path,
 ):
     site, instance_token, read_token = fleet
-    # run_prod's WebSocket process (DESIGN.md): Redis for the channel layer, no beat in it.
+    # run_prod's WebSocket process (DESIGN.md): Redis for the channel layer, no beat in it. It answers the
+    # REST calls too, so register's websocketUrl names its own port (WS_PORT).
+    port = free_port()
     env = {
         **DEFAULT_TIMINGS,
         "REDIS_URL": redis_url,
         "CHANNEL_LAYER_PREFIX": own_name,
         "CELERY_QUEUE": own_name,
+        "WS_PORT": str(port),
     }
-    with serve(env=env, args=["--no-beat"]) as (rest, _server):
+    with serve(env=env, args=["--no-beat"], port=port) as (rest, _server):
         leader = InstanceProcess(rest, instance_token, site, "promsnmp-leader")
         try:
             registered = json.loads(leader.next_line("ready ", timeout=30).removeprefix("ready "))
