@@ -9,6 +9,7 @@ waiting stops the command, not the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -38,6 +39,15 @@ PROGRESS = re.compile(
 )
 
 
+def _as_from_a_terminal() -> None:
+    """The child's Ctrl-C as a shell gives it: SIGINT neither ignored nor blocked. Both are inherited
+    through exec, and a Python started with SIGINT ignored never raises KeyboardInterrupt; the test
+    process (pytest, with every library the suite loads) is no terminal and once passed one on (the
+    command ignored its Ctrl-C only when run in the whole suite)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Command:
     """`manage.py run_discovery …` on the test database, its output lines read as they come."""
 
@@ -54,6 +64,7 @@ class Command:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=_as_from_a_terminal,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -77,14 +88,22 @@ class Command:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as hung:
+            try:
+                status = Path(f"/proc/{self.process.pid}/status").read_text()
+                dispositions = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn"))]
+            except OSError:
+                dispositions = []
             self.process.send_signal(signal.SIGABRT)  # the faulthandler's tracebacks, on stderr
             try:
                 self.process.wait(timeout=10)
                 stacks = self.process.stderr.read()  # stdout is the reader thread's
             except subprocess.TimeoutExpired:
                 stacks = "(no tracebacks)"
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise AssertionError(f"{hung}; output {self.lines}; where it stood:\n{stacks}") from hung
+            with contextlib.suppress(ProcessLookupError):  # the abort may have ended the whole group
+                os.killpg(self.process.pid, signal.SIGKILL)
+            raise AssertionError(
+                f"{hung}; output {self.lines}; signals {dispositions}; where it stood:\n{stacks}"
+            ) from hung
         self._reader.join(timeout=10)  # stdout is read to its end by the reader alone
         while not self._queue.empty():
             self.lines.append(self._queue.get())
