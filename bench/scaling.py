@@ -472,7 +472,8 @@ def model(measured: dict, heartbeat_server_ms: float, event_every_s: float) -> l
         # Every page of the table and its indexes changes between two checkpoints: one full-page image each.
         images_mib_per_s = relation_mib / CHECKPOINT_TIMEOUT_S
         rate = size / HEARTBEAT_INTERVAL_S
-        events_per_s = size / SITE_SIZE / event_every_s * SITE_SIZE  # every socket of a site gets each event
+        # A change per site every event_every_s, delivered to each of its sockets: one per instance.
+        events_per_s = size / event_every_s
         row = {
             "instances": size,
             "heartbeats_per_s": round(rate),
