@@ -11,6 +11,10 @@ writes many in a number of queries that does not grow with their count (sync_sch
 sites). Both compare and write through the same `_entry_values` / `_in_step` / `_entry_set`, so they
 leave the same row. A call that finds the entries as wanted writes nothing.
 
+Writers of entries take `lock_schedules` for the rest of their transaction: the repairs that read the
+whole set and write from it (sync_schedules, the fixed interval entries) exclusive, the services that
+write one site's entries shared, so that sites never wait on each other and a repair never races one.
+
 Beat reloads when django-celery-beat's change marker (`PeriodicTasks.last_update`) moves. A single
 write goes through `PeriodicTask.save()` / `.delete()`, whose signals move it; a bulk write
 (bulk_create, bulk_update, the one-query delete) bypasses them, so every bulk writer here moves the
@@ -25,7 +29,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone as django_timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -36,6 +40,25 @@ CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_wee
 BATCH = 900  # rows per bulk statement: under SQLite's 999 bound variables for the IN lists
 
 CrontabKey = tuple[tuple[str, ...], str]  # (the five fields, the IANA zone)
+
+SCHEDULES_LOCK_KEY = 0x7073_6D5F_6265_6174  # b"psm_beat": the advisory lock of the beat entries' writers
+
+
+def lock_schedules(*, exclusive: bool) -> None:
+    """Hold the beat entries' writer lock until the current transaction ends (a crashed writer's session
+    ends with it). Exclusive for a repair that reads every entry and writes from what it read: two
+    concurrent first starts would both create the same names (a unique violation, or duplicate interval
+    rows), and a repair would remove as stale the entry of a site created after its read. Shared for the
+    services that write one site's entries (their site's lock orders them already).
+
+    PostgreSQL: pg_advisory_xact_lock(_shared). SQLite needs none: its IMMEDIATE transactions
+    (settings.DATABASES) already take the one write lock at BEGIN."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_schedules() holds until the transaction ends: call it inside one")
+    if connection.vendor == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {function}(%s)", [SCHEDULES_LOCK_KEY])
 
 
 def crontab_fields(crontab: CrontabSchedule) -> dict[str, str]:
@@ -317,7 +340,14 @@ def sites_periodic_tasks_retime(timezones: dict[str, str], *, excluded_prefixes:
 @transaction.atomic
 def ensure_interval_task(*, name: str, task: str, seconds: int) -> PeriodicTask:
     """An entry that runs `task` every `seconds`, created or repaired in place (idempotent)."""
-    interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
+    lock_schedules(exclusive=True)
+    # IntervalSchedule has no unique constraint either (beat's admin makes rows): the oldest match, as
+    # crontab_get, where get_or_create would fail on duplicates at every start from then on.
+    interval = (
+        IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS).order_by("pk").first()
+    )
+    if interval is None:
+        interval = IntervalSchedule.objects.create(every=seconds, period=IntervalSchedule.SECONDS)
     entry, created = PeriodicTask.objects.get_or_create(
         name=name, defaults={"task": task, "interval": interval, "enabled": True}
     )

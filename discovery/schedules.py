@@ -34,6 +34,7 @@ from core.schedules import (
     cron_entries_sync,
     ensure_cron_entry,
     ensure_interval_task,
+    lock_schedules,
     periodic_tasks_delete,
     remove_periodic_task,
     retime_periodic_task,
@@ -68,7 +69,8 @@ def site_entry(site: Site) -> CronEntry:
 
 def site_schedule_sync(site: Site) -> PeriodicTask:
     """Create or repair the site's entry (idempotent), and keep the site's other entries (seed
-    schedules) in the site's timezone."""
+    schedules) in the site's timezone. Inside the site write's transaction."""
+    lock_schedules(exclusive=False)
     entry = ensure_cron_entry(site_entry(site))
     for other in site_periodic_tasks(site.pk):
         if other.pk != entry.pk:
@@ -77,7 +79,9 @@ def site_schedule_sync(site: Site) -> PeriodicTask:
 
 
 def site_schedules_remove(site_id: str) -> int:
-    """Remove the site's entry and every other entry of the site (its seeds': the delete cascades)."""
+    """Remove the site's entry and every other entry of the site (its seeds': the delete cascades). Inside
+    the site delete's transaction."""
+    lock_schedules(exclusive=False)
     removed = int(remove_periodic_task(site_entry_name(site_id)))
     for entry in site_periodic_tasks(site_id):
         entry.delete()
@@ -112,7 +116,9 @@ def seeds_schedule_sync(
 ) -> dict[str, int]:
     """Bring the entries of these seeds (all of one site, in `timezone`) in line, and remove the
     entries of `removed_ids` and of the seeds without a schedule. Idempotent; a few queries however many
-    seeds, so that a PUT inventory of thousands of seeds stays cheap. → {"ensured", "removed"}."""
+    seeds, so that a PUT inventory of thousands of seeds stays cheap. → {"ensured", "removed"}. Inside the
+    seed write's transaction."""
+    lock_schedules(exclusive=False)
     seeds = list(seeds)
     wanted = [seed_entry(seed, timezone) for seed in seeds if seed.schedule]
     names = [seed_entry_name(seed.pk) for seed in seeds] + [seed_entry_name(pk) for pk in removed_ids]
@@ -147,7 +153,9 @@ def discovery_schedules_sync() -> dict[str, int | bool]:
     other apps' entries of a site follow its timezone, as `site_schedule_sync` has them. Idempotent, and
     the same entries as the site and seed services write (`site_entry`, `seed_entry`), in a number of
     queries that does not grow with the sites: everything is read at once, compared in Python, and
-    only what differs is written (bulk)."""
+    only what differs is written (bulk). Exclusive of every other writer of entries (lock_schedules):
+    a site created between the read of the sites and that of the entries would lose its entry."""
+    lock_schedules(exclusive=True)
     before = PeriodicTasks.last_change()
     wanted: list[CronEntry] = []
     timezones: dict[str, str] = {}  # site id → zone, for the other apps' entries

@@ -52,7 +52,7 @@ from django.utils import timezone
 
 from core.audit import Actor, audit_record
 from core.crypto import ENCRYPTED_FIELDS, key_ring
-from core.schedules import crontab_for, ensure_periodic_task, remove_periodic_task
+from core.schedules import crontab_for, ensure_periodic_task, lock_schedules, remove_periodic_task
 from discovery.schedules import discovery_schedules_sync
 
 log = logging.getLogger(__name__)
@@ -602,9 +602,11 @@ def fleet_restore(*, actor: Actor, source: str, replace: bool = False) -> Restor
 # --- the schedule --------------------------------------------------------------------------------------
 
 
+@transaction.atomic
 def backup_schedule_sync() -> bool:
     """The beat entry of scheduled backups: BACKUP_CRON (UTC) → "fleet-backup"; none when it is empty.
     → whether an entry exists now."""
+    lock_schedules(exclusive=True)
     if not settings.BACKUP_CRON:
         remove_periodic_task(BACKUP_TASK_NAME)
         return False
