@@ -362,6 +362,34 @@ def archives_list(storage: Storage) -> list[str]:
     return sorted(name for name in files if ARCHIVE_NAME.match(name))
 
 
+@dataclass(frozen=True)
+class ArchiveListed:
+    name: str
+    url: str
+    size: int
+
+
+def archives_at(destination: str) -> list[ArchiveListed]:
+    """The archives at a destination (a directory, file:///path or s3://bucket/prefix), oldest first:
+    their names carry the time they were taken, so the order is that of their names."""
+    storage = _storage(destination)
+    try:
+        return [
+            ArchiveListed(name=name, url=f"{destination.rstrip('/')}/{name}", size=storage.size(name))
+            for name in archives_list(storage)
+        ]
+    except Exception as exc:  # storage errors differ by backend (OSError, botocore's ClientError)
+        raise BackupError(f"Cannot list the archives at {_shown(destination)!r}: {exc}") from exc
+
+
+def archive_latest(destination: str) -> str:
+    """The URL of the newest archive at a destination: what a disaster recovery restores."""
+    listed = archives_at(destination)
+    if not listed:
+        raise BackupError(f"No fleet backup at {_shown(destination)!r}.")
+    return listed[-1].url
+
+
 def archives_prune(storage: Storage, keep: int) -> list[str]:
     """Delete all but the `keep` newest archives → the names deleted."""
     old = archives_list(storage)[:-keep] if keep > 0 else []
