@@ -32,7 +32,12 @@ from tests.inventory.test_inventory_api import (
     version_of,
 )
 
-pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY and ANALYZE are PostgreSQL's")
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    """COPY and ANALYZE are PostgreSQL's: on another database these tests fail loudly, they never skip."""
+    assert connection.vendor == "postgresql", "tests/inventory/test_bulk_paths.py needs PostgreSQL"
+
 
 # Instants the epoch-second reads must render as iso_z does: before 1000 (isoformat pads the year), before
 # 1970 with a fraction (floor, not truncation toward zero), the last second of 9999.
